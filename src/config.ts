@@ -1,0 +1,196 @@
+/**
+ * Configuration is declared once, here: every option with its default, unit
+ * and a one-line doc that conf/logd.toml repeats (test/config.test.ts keeps
+ * them in step). Sources, strongest first: command-line flags, LOGD_* env
+ * (LOGD_<SECTION>_<KEY>), the reference's env names (POSTGRES_*, REDIS_*),
+ * the TOML file, defaults. The primary validates once and hands workers a
+ * frozen copy.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import path from 'node:path';
+import Ajv from 'ajv';
+import { parse as parseToml } from 'smol-toml';
+import { LogdError } from './errors';
+
+interface Leaf {
+  type: 'integer' | 'string' | 'boolean';
+  default: number | string | boolean;
+  description: string;
+  minimum?: number;
+  maximum?: number;
+  enum?: readonly string[];
+}
+
+const int = (def: number, description: string, minimum = 0, maximum = Number.MAX_SAFE_INTEGER): Leaf & { type: 'integer' } =>
+  ({ type: 'integer', default: def, description, minimum, maximum });
+const str = (def: string, description: string, choices?: readonly string[]): Leaf & { type: 'string' } =>
+  ({ type: 'string', default: def, description, ...(choices ? { enum: choices } : {}) });
+
+/** The options, by section. Order here is the order in conf/logd.toml. */
+export const OPTIONS = {
+  server: {
+    host: str('0.0.0.0', 'address the HTTP workers listen on'),
+    port: int(8000, 'TCP port shared by all HTTP workers', 1, 65535),
+    workers: int(0, 'number of HTTP worker processes; 0 = available CPUs', 0, 256),
+    body_limit_single: int(1048576, 'largest body of POST /api/log, in bytes (1 MiB)', 1),
+    body_limit_batch: int(52428800, 'largest body of POST /api/logs/batch, in bytes (50 MiB)', 1),
+    shutdown_timeout_ms: int(15000, 'time SIGTERM/SIGINT allows for draining requests and the last persist batch, in ms', 100),
+  },
+  data: {
+    dir: str('./var', 'directory for the embedded Redis and PostgreSQL (used only when they are not configured)'),
+  },
+  redis: {
+    host: str('', 'Redis host; empty = start an embedded redis-server under data.dir'),
+    port: int(6379, 'Redis port', 1, 65535),
+    password: str('', 'Redis password (AUTH); empty = none'),
+    db: int(0, 'Redis database number', 0, 15),
+    stream: str('logs:stream', 'stream holding accepted, not yet persisted logs'),
+    command_timeout_ms: int(2000, 'a Redis command slower than this fails (ingest answers 503), in ms', 10),
+  },
+  postgres: {
+    host: str('', 'PostgreSQL host or socket directory; empty = start an embedded postgres under data.dir'),
+    port: int(5432, 'PostgreSQL port', 1, 65535),
+    user: str('logd', 'PostgreSQL user'),
+    password: str('', 'PostgreSQL password; empty = none'),
+    database: str('logd', 'PostgreSQL database'),
+  },
+  queue: {
+    group: str('log_workers', 'consumer group the persisters read with'),
+    dead_stream: str('logs:dead', 'dead-letter stream for entries that cannot be persisted'),
+    max_backlog: int(1000000, 'unpersisted logs in the stream above which ingest answers 503 + Retry-After, in logs', 1),
+  },
+  persister: {
+    batch_max_rows: int(20000, 'most logs loaded by one COPY transaction, in logs', 1),
+    batch_max_wait_ms: int(50, 'longest a batch waits to fill before it is loaded, in ms', 0),
+    retry_max_backoff_ms: int(5000, 'cap of the exponential backoff between retries while PostgreSQL fails, in ms', 10),
+  },
+  log: {
+    level: str('info', 'log level of logd\'s own JSON logs', ['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
+  },
+} as const satisfies Record<string, Record<string, Leaf>>;
+
+type Options = typeof OPTIONS;
+type LeafValue<L> = L extends { type: 'integer' } ? number : L extends { type: 'boolean' } ? boolean : string;
+export type Config = { readonly [S in keyof Options]: { readonly [K in keyof Options[S]]: LeafValue<Options[S][K]> } };
+
+/** Flags of `logd serve` that override config keys. */
+export interface Overrides { port?: number; workers?: number; dataDir?: string }
+
+/** The reference's env names, honoured when no LOGD_* variable is set. */
+const REFERENCE_ENV: Record<string, string> = {
+  POSTGRES_HOST: 'postgres.host',
+  POSTGRES_PORT: 'postgres.port',
+  POSTGRES_USER: 'postgres.user',
+  POSTGRES_PASSWORD: 'postgres.password',
+  POSTGRES_DB: 'postgres.database',
+  REDIS_HOST: 'redis.host',
+  REDIS_PORT: 'redis.port',
+};
+
+function schema(): object {
+  const properties: Record<string, object> = {};
+  for (const [section, leaves] of Object.entries(OPTIONS)) {
+    const props: Record<string, object> = {};
+    for (const [key, leaf] of Object.entries(leaves)) {
+      const { description: _doc, ...rule } = leaf as Leaf;
+      props[key] = rule;
+    }
+    properties[section] = { type: 'object', properties: props, additionalProperties: false, default: {} };
+  }
+  return { type: 'object', properties, additionalProperties: false };
+}
+
+const validate = new Ajv({ useDefaults: true, allErrors: false }).compile(schema());
+
+function leafOf(dotted: string): Leaf | undefined {
+  const [section, key] = dotted.split('.');
+  return (OPTIONS as Record<string, Record<string, Leaf>>)[section]?.[key];
+}
+
+function fromEnvString(dotted: string, name: string, raw: string): number | string | boolean {
+  const leaf = leafOf(dotted)!;
+  if (leaf.type === 'string') return raw;
+  if (leaf.type === 'boolean') {
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0') return false;
+    throw new LogdError('LOGD_CONFIG_INVALID', `${name} (${dotted}) must be true or false, got "${raw}"`);
+  }
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isInteger(n)) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `${name} (${dotted}) must be an integer, got "${raw}"`);
+  }
+  return n;
+}
+
+function set(tree: Record<string, Record<string, unknown>>, dotted: string, value: unknown): void {
+  const [section, key] = dotted.split('.');
+  (tree[section] ??= {})[key] = value;
+}
+
+function envLayer(env: NodeJS.ProcessEnv, tree: Record<string, Record<string, unknown>>): void {
+  for (const [name, dotted] of Object.entries(REFERENCE_ENV)) {
+    const raw = env[name];
+    if (raw !== undefined && raw !== '') set(tree, dotted, fromEnvString(dotted, name, raw));
+  }
+  for (const [section, leaves] of Object.entries(OPTIONS)) {
+    for (const key of Object.keys(leaves)) {
+      const name = `LOGD_${section}_${key}`.toUpperCase();
+      const raw = env[name];
+      if (raw !== undefined) set(tree, `${section}.${key}`, fromEnvString(`${section}.${key}`, name, raw));
+    }
+  }
+}
+
+function readToml(file: string): Record<string, Record<string, unknown>> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return parseToml(text) as Record<string, Record<string, unknown>>;
+  } catch (err) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `config file ${file} is not valid TOML: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Loads, merges and validates the configuration; throws LOGD_CONFIG_INVALID naming the key. */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env, flags: Overrides = {}): Config {
+  const tree = file ? readToml(file) : {};
+  envLayer(env, tree);
+  if (flags.port !== undefined) set(tree, 'server.port', flags.port);
+  if (flags.workers !== undefined) set(tree, 'server.workers', flags.workers);
+  if (flags.dataDir !== undefined) set(tree, 'data.dir', flags.dataDir);
+  if (!validate(tree)) {
+    const e = validate.errors![0];
+    const where = e.instancePath.slice(1).replace(/\//g, '.');
+    const key = e.keyword === 'additionalProperties'
+      ? [where, (e.params as { additionalProperty: string }).additionalProperty].filter(Boolean).join('.')
+      : where;
+    const what = e.keyword === 'additionalProperties' ? 'is not a known option' : e.message;
+    throw new LogdError('LOGD_CONFIG_INVALID', `${key || 'config'} ${what}`);
+  }
+  const cfg = tree as unknown as { server: { workers: number }; data: { dir: string } };
+  if (cfg.server.workers === 0) cfg.server.workers = availableParallelism();
+  cfg.data.dir = path.resolve(cfg.data.dir);
+  return deepFreeze(tree) as unknown as Config;
+}
+
+function deepFreeze<T extends object>(o: T): T {
+  for (const v of Object.values(o)) if (v && typeof v === 'object') deepFreeze(v);
+  return Object.freeze(o);
+}
+
+/** The documented default of every option, as `section.key` → value (for docs and tests). */
+export function defaults(): Map<string, Leaf> {
+  const out = new Map<string, Leaf>();
+  for (const [section, leaves] of Object.entries(OPTIONS)) {
+    for (const [key, leaf] of Object.entries(leaves)) out.set(`${section}.${key}`, leaf as Leaf);
+  }
+  return out;
+}
+
+export const embeddedRedis = (c: Config): boolean => c.redis.host === '';
+export const embeddedPostgres = (c: Config): boolean => c.postgres.host === '';

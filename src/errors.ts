@@ -1,0 +1,43 @@
+/**
+ * The one catalogue of logd's errors. Every error that reaches a client or an
+ * operator has a stable code, an HTTP status and a message here; the HTTP
+ * layer maps `status` instead of writing numbers inline. README.md documents
+ * every code (test/errors.test.ts keeps the two in step).
+ */
+export interface ErrorSpec {
+  readonly status: number;
+  readonly message: string;
+}
+
+export const ERRORS = {
+  LOGD_INVALID_JSON: { status: 400, message: 'request body is not valid JSON' },
+  LOGD_INVALID_UTF8: { status: 400, message: 'request body is not valid UTF-8' },
+  LOGD_NOT_FOUND: { status: 404, message: 'no such route' },
+  LOGD_METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed on this route' },
+  LOGD_BODY_TOO_LARGE: { status: 413, message: 'request body exceeds the limit' },
+  LOGD_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'content-type must be application/json' },
+  LOGD_VALIDATION_FAILED: { status: 422, message: 'request failed validation' },
+  LOGD_INTERNAL: { status: 500, message: 'internal error' },
+  LOGD_QUEUE_UNAVAILABLE: { status: 503, message: 'the queue (Redis) is unavailable; retry later' },
+  LOGD_BACKLOG_FULL: { status: 503, message: 'the unpersisted backlog is over its limit; retry later' },
+  LOGD_SHUTTING_DOWN: { status: 503, message: 'logd is shutting down; retry on another instance' },
+  LOGD_UNHEALTHY: { status: 503, message: 'a dependency is down' },
+  LOGD_CONFIG_INVALID: { status: 0, message: 'configuration is invalid' },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** An error with a catalogue code; `detail` is what the client sees in `detail`. */
+export class LogdError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly detail: unknown;
+
+  constructor(code: ErrorCode, detail?: unknown, options?: { cause?: unknown }) {
+    super(typeof detail === 'string' ? detail : ERRORS[code].message, options);
+    this.name = 'LogdError';
+    this.code = code;
+    this.status = ERRORS[code].status;
+    this.detail = detail ?? ERRORS[code].message;
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * POST /api/log and POST /api/logs/batch: read, decode, parse, validate,
+ * encode COPY rows, append one frame to the stream, answer. The 200 is sent
+ * only after Redis has the frame.
+ */
+import { isUtf8 } from 'node:buffer';
+import type { HttpRequest } from 'uWebSockets.js';
+import type { Config } from '../config';
+import { LogdError } from '../errors';
+import { copyRow } from '../persist/copy';
+import type { Queue } from '../queue/stream';
+import { readBody } from './body';
+import { fail, sendError, sendJson, type Exchange } from './respond';
+import { validateBody, type Accepted } from './validate';
+
+export type Kind = 'single' | 'batch';
+
+const JSON_TYPE = /^application\/json\s*(;|$)/i;
+
+function encodeRows(entries: Accepted[], receivedAt: string): string {
+  let rows = '';
+  for (const e of entries) rows += copyRow(e.device_id, e.log_level, e.message, e.data, e.time ?? receivedAt);
+  return rows;
+}
+
+function answer(kind: Kind, entryId: string, count: number, receivedAt: string): string {
+  if (kind === 'single') return `{"status":"received","message_id":"${entryId}:0","received_at":"${receivedAt}"}`;
+  let ids = '';
+  for (let i = 0; i < count; i++) ids += i ? `,"${entryId}:${i}"` : `"${entryId}:${i}"`;
+  return `{"status":"received","count":${count},"message_ids":[${ids}],"received_at":"${receivedAt}"}`;
+}
+
+/** Handles one ingest request (synchronously up to the append). */
+export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: HttpRequest): void {
+  const contentType = req.getHeader('content-type');
+  const declared = Number(req.getHeader('content-length') || 0);
+  const limit = kind === 'single' ? cfg.server.body_limit_single : cfg.server.body_limit_batch;
+  if (!JSON_TYPE.test(contentType)) {
+    x.close = true; // the body is left unread
+    fail(x, 'LOGD_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json, got ${contentType ? `"${contentType}"` : 'none'}`);
+    return;
+  }
+  readBody(x, limit, declared, (buf) => {
+    if (!isUtf8(buf)) return fail(x, 'LOGD_INVALID_UTF8');
+    const text = buf.toString('utf8');
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch (err) {
+      return fail(x, 'LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
+    }
+    const verdict = validateBody(kind, body, text.includes('\\u'));
+    if (!verdict.ok) return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);
+    const receivedAt = new Date().toISOString();
+    const n = verdict.entries.length;
+    queue.append(cfg.queue.max_backlog, n, encodeRows(verdict.entries, receivedAt)).then(
+      (id) => sendJson(x, 200, answer(kind, id, n, receivedAt)),
+      (err) => sendError(x, err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err })),
+    );
+  });
+}

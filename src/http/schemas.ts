@@ -1,0 +1,53 @@
+/**
+ * JSON Schemas of the request bodies: ajv validates with them, and the
+ * OpenAPI document is generated from the same objects.
+ */
+export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Largest epoch-ms timestamp accepted (9999-12-31T23:59:59.999Z). */
+export const MAX_EPOCH_MS = 253402300799999;
+/** Deepest nesting accepted inside log_data (objects and arrays). */
+export const MAX_LOG_DATA_DEPTH = 32;
+export const MAX_BATCH = 1000;
+
+export const logEntrySchema = {
+  $id: 'LogEntry',
+  type: 'object',
+  required: ['device_id', 'log_level', 'message'],
+  additionalProperties: false,
+  properties: {
+    device_id: { type: 'string', minLength: 1, maxLength: 50, description: 'device or service that sent the log' },
+    log_level: { type: 'string', enum: LOG_LEVELS, description: 'severity' },
+    message: { type: 'string', minLength: 1, maxLength: 5000, description: 'the log line' },
+    log_data: {
+      type: 'object',
+      description: `structured context, stored as JSONB (at most ${MAX_LOG_DATA_DEPTH} levels deep); default {}`,
+    },
+    timestamp: {
+      description: 'event time: ISO-8601 (no offset = UTC) or epoch milliseconds; default: receive time',
+      anyOf: [
+        { type: 'string', minLength: 10, maxLength: 40 },
+        { type: 'integer', minimum: 0, maximum: MAX_EPOCH_MS },
+      ],
+    },
+  },
+} as const;
+
+export const batchSchema = {
+  $id: 'LogBatch',
+  type: 'object',
+  required: ['logs'],
+  additionalProperties: false,
+  properties: {
+    logs: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: { $ref: 'LogEntry' } },
+  },
+} as const;
+
+export interface LogEntry {
+  device_id: string;
+  log_level: LogLevel;
+  message: string;
+  log_data?: Record<string, unknown>;
+  timestamp?: string | number;
+}

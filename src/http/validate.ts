@@ -1,0 +1,189 @@
+/**
+ * Validation at the door: the queue must only ever hold data PostgreSQL can
+ * store (SPEC §3.5). Schema rules come from ajv; what JSON Schema cannot say
+ * (NUL characters, lone surrogates, nesting depth, real calendar dates) is
+ * checked here. Errors are shaped like FastAPI's 422 `detail` list so the
+ * reference's clients keep working.
+ */
+import Ajv, { type ErrorObject } from 'ajv';
+import { batchSchema, logEntrySchema, MAX_LOG_DATA_DEPTH, type LogEntry } from './schemas';
+
+export interface Issue {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+}
+
+/** At most this many issues are reported for one request. */
+const MAX_ISSUES = 50;
+
+const ajv = new Ajv({ allErrors: true, strict: true });
+ajv.addSchema(logEntrySchema);
+const validateEntry = ajv.compile<LogEntry>(logEntrySchema);
+const validateBatch = ajv.compile<{ logs: LogEntry[] }>(batchSchema);
+
+function pointerToLoc(pointer: string): (string | number)[] {
+  if (pointer === '') return [];
+  return pointer.slice(1).split('/').map((p) => {
+    const key = p.replace(/~1/g, '/').replace(/~0/g, '~');
+    return /^\d+$/.test(key) ? Number(key) : key;
+  });
+}
+
+function toIssue(e: ErrorObject): Issue {
+  const loc = ['body', ...pointerToLoc(e.instancePath)];
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'required':
+      return { loc: [...loc, p.missingProperty as string], msg: 'Field required', type: 'missing' };
+    case 'additionalProperties':
+      return { loc: [...loc, p.additionalProperty as string], msg: 'Extra inputs are not permitted', type: 'extra_forbidden' };
+    case 'minLength':
+      return { loc, msg: `String should have at least ${p.limit} character${p.limit === 1 ? '' : 's'}`, type: 'string_too_short' };
+    case 'maxLength':
+      return { loc, msg: `String should have at most ${p.limit} characters`, type: 'string_too_long' };
+    case 'minItems':
+      return { loc, msg: `List should have at least ${p.limit} item${p.limit === 1 ? '' : 's'}`, type: 'too_short' };
+    case 'maxItems':
+      return { loc, msg: `List should have at most ${p.limit} items`, type: 'too_long' };
+    case 'enum':
+      return { loc, msg: `Input should be ${(p.allowedValues as string[]).map((v) => `'${v}'`).join(', ')}`, type: 'enum' };
+    case 'type':
+      return { loc, msg: `Input should be a valid ${p.type === 'object' ? 'dictionary' : p.type === 'array' ? 'list' : p.type}`, type: `${p.type === 'object' ? 'dict' : p.type === 'array' ? 'list' : p.type}_type` };
+    default:
+      return { loc, msg: e.message ?? 'invalid value', type: e.keyword };
+  }
+}
+
+function schemaIssues(errors: ErrorObject[]): Issue[] {
+  const out: Issue[] = [];
+  const seenTimestamp = new Set<string>();
+  for (const e of errors) {
+    // anyOf (timestamp) reports each branch: collapse them into one issue.
+    if (/\/timestamp$/.test(e.instancePath)) {
+      if (!seenTimestamp.has(e.instancePath)) {
+        seenTimestamp.add(e.instancePath);
+        out.push(timestampIssue(['body', ...pointerToLoc(e.instancePath)]));
+      }
+      continue;
+    }
+    out.push(toIssue(e));
+    if (out.length >= MAX_ISSUES) break;
+  }
+  return out;
+}
+
+const timestampIssue = (loc: (string | number)[]): Issue => ({
+  loc,
+  msg: 'Input should be an ISO-8601 date-time (no offset = UTC) or epoch milliseconds',
+  type: 'datetime_parsing',
+});
+
+const ISO = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
+
+/**
+ * Returns the timestamp as text PostgreSQL parses the same way whatever its
+ * settings (ISO-8601 with an explicit offset), or undefined if it is not a
+ * real date-time. Sub-millisecond digits of ISO input are kept.
+ */
+export function normalizeTimestamp(ts: string | number): string | undefined {
+  if (typeof ts === 'number') return new Date(ts).toISOString();
+  const m = ISO.exec(ts);
+  if (!m) return undefined;
+  const [, y, mo, d, h, mi, s = '00', frac = '', zone = 'Z'] = m;
+  const year = Number(y), month = Number(mo), day = Number(d);
+  if (year < 1 || month < 1 || month > 12 || day < 1) return undefined;
+  if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
+  if (zone.length > 1 && (Number(zone.slice(1, 3)) > 15)) return undefined;
+  return `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`;
+}
+
+/** What PostgreSQL text cannot hold: U+0000 and unpaired surrogates. */
+function badString(s: string): string | undefined {
+  if (s.includes('\u0000')) return 'String should not contain NUL (U+0000) characters';
+  if (!s.isWellFormed()) return 'String should not contain unpaired UTF-16 surrogates';
+  return undefined;
+}
+
+/** Walks log_data iteratively (no recursion, so no stack to exhaust). */
+function dataIssues(data: object, base: (string | number)[], deepCheckStrings: boolean, out: Issue[]): void {
+  const stack: [unknown, (string | number)[], number][] = [[data, base, 1]];
+  while (stack.length && out.length < MAX_ISSUES) {
+    const [value, loc, depth] = stack.pop()!;
+    if (typeof value === 'string') {
+      const why = deepCheckStrings ? badString(value) : undefined;
+      if (why) out.push({ loc, msg: why, type: 'string_unstorable' });
+      continue;
+    }
+    if (value === null || typeof value !== 'object') continue;
+    if (depth > MAX_LOG_DATA_DEPTH) {
+      out.push({ loc: base, msg: `log_data should be at most ${MAX_LOG_DATA_DEPTH} levels deep`, type: 'too_deep' });
+      return;
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) stack.push([value[i], [...loc, i], depth + 1]);
+      continue;
+    }
+    for (const [k, v] of Object.entries(value)) {
+      const why = deepCheckStrings ? badString(k) : undefined;
+      if (why) out.push({ loc: [...loc, k], msg: `Key ${why.slice(7)}`, type: 'string_unstorable' });
+      stack.push([v, [...loc, k], depth + 1]);
+    }
+  }
+}
+
+export interface Accepted {
+  device_id: string;
+  log_level: string;
+  message: string;
+  /** log_data as JSON text ('{}' when absent). */
+  data: string;
+  /** event time as ISO-8601 text, or undefined for "receive time". */
+  time: string | undefined;
+}
+
+function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boolean, out: Issue[], accepted: Accepted[]): void {
+  const before = out.length;
+  if (deepCheckStrings) {
+    for (const field of ['device_id', 'message'] as const) {
+      const why = badString(e[field]);
+      if (why) out.push({ loc: [...loc, field], msg: why, type: 'string_unstorable' });
+    }
+  }
+  let time: string | undefined;
+  if (e.timestamp !== undefined) {
+    time = normalizeTimestamp(e.timestamp);
+    if (time === undefined) out.push(timestampIssue([...loc, 'timestamp']));
+  }
+  let data = '{}';
+  if (e.log_data !== undefined) {
+    dataIssues(e.log_data, [...loc, 'log_data'], deepCheckStrings, out);
+    data = JSON.stringify(e.log_data);
+  }
+  if (out.length === before) accepted.push({ device_id: e.device_id, log_level: e.log_level, message: e.message, data, time });
+}
+
+export type Verdict = { ok: true; entries: Accepted[] } | { ok: false; issues: Issue[] };
+
+/**
+ * Validates a parsed body. `rawHasEscapes` is whether the body text contains
+ * a `\u` escape: a body that is valid UTF-8 can only carry NUL or lone
+ * surrogates through such escapes (raw control characters are invalid
+ * JSON), so the per-string scan is skipped for the common body without them.
+ */
+export function validateBody(kind: 'single' | 'batch', body: unknown, rawHasEscapes: boolean): Verdict {
+  const issues: Issue[] = [];
+  const accepted: Accepted[] = [];
+  if (kind === 'single') {
+    if (!validateEntry(body)) return { ok: false, issues: schemaIssues(validateEntry.errors!) };
+    checkEntry(body, ['body'], rawHasEscapes, issues, accepted);
+  } else {
+    if (!validateBatch(body)) return { ok: false, issues: schemaIssues(validateBatch.errors!) };
+    const logs = body.logs;
+    for (let i = 0; i < logs.length && issues.length < MAX_ISSUES; i++) {
+      checkEntry(logs[i], ['body', 'logs', i], rawHasEscapes, issues, accepted);
+    }
+  }
+  return issues.length ? { ok: false, issues } : { ok: true, entries: accepted };
+}

@@ -1,0 +1,141 @@
+/**
+ * Redis Streams, the only place logd touches them. One stream entry (a
+ * "frame") holds the accepted logs of one request as pre-encoded COPY rows:
+ * measured here, Redis appends ~190k single-log entries/s but ~720k logs/s
+ * as 100-log frames.
+ *
+ *   HTTP worker --append.lua--> logs:stream --XREADGROUP--> persister
+ *                 (+backlog)                 <--ack.lua---  (XACK, -backlog, XTRIM MINID)
+ */
+import { readFileSync } from 'node:fs';
+import type { default as Redis, Result } from 'ioredis';
+import type { Config } from '../config';
+import { LogdError } from '../errors';
+import { rootPath } from '../paths';
+
+const script = (name: string): string => readFileSync(rootPath('src', 'queue', 'lua', `${name}.lua`), 'utf8');
+
+type Raw = [id: string, fields: string[] | null];
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string): Result<string, Context>;
+    logdAck(stream: string, backlog: string, group: string, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
+    logdDead(stream: string, backlog: string, dead: string, group: string, id: string, n: number, error: string, ...fields: string[]): Result<string | null, Context>;
+  }
+}
+
+/** Registers logd's scripts on a client (EVALSHA, loaded on first use). */
+export function defineScripts(redis: Redis): void {
+  redis.defineCommand('logdAppend', { numberOfKeys: 2, lua: script('append') });
+  redis.defineCommand('logdAck', { numberOfKeys: 2, lua: script('ack') });
+  redis.defineCommand('logdDead', { numberOfKeys: 3, lua: script('dead') });
+}
+
+export interface Frame {
+  id: string;
+  /** number of logs */
+  n: number;
+  /** COPY text rows, newline-terminated */
+  rows: string;
+}
+
+/** A stream entry that is not a frame logd wrote. */
+export interface BadEntry {
+  id: string;
+  fields: string[];
+  why: string;
+}
+
+export function parseEntry([id, fields]: Raw): Frame | BadEntry {
+  if (fields === null) return { id, fields: [], why: 'entry was deleted from the stream' };
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  if (f.v !== '1') return { id, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
+  const n = Number(f.n);
+  if (!Number.isInteger(n) || n < 1 || typeof f.r !== 'string' || !f.r.endsWith('\n')) {
+    return { id, fields, why: 'malformed frame' };
+  }
+  return { id, n, rows: f.r };
+}
+
+export const isFrame = (e: Frame | BadEntry): e is Frame => !('why' in e);
+
+export class Queue {
+  readonly stream: string;
+  readonly backlogKey: string;
+  readonly group: string;
+  readonly deadStream: string;
+
+  constructor(readonly redis: Redis, cfg: Config) {
+    this.stream = cfg.redis.stream;
+    this.backlogKey = `${cfg.redis.stream}:backlog`;
+    this.group = cfg.queue.group;
+    this.deadStream = cfg.queue.dead_stream;
+    defineScripts(redis);
+  }
+
+  /** Appends a frame; resolves to its entry ID once Redis has it. */
+  async append(limit: number, n: number, rows: string): Promise<string> {
+    try {
+      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, n, rows);
+    } catch (err) {
+      const msg = (err as Error).message ?? '';
+      if (msg.startsWith('LOGDBACKLOG') || msg.startsWith('OOM')) {
+        throw new LogdError('LOGD_BACKLOG_FULL', undefined, { cause: err });
+      }
+      throw new LogdError('LOGD_QUEUE_UNAVAILABLE', undefined, { cause: err });
+    }
+  }
+
+  /** Creates the consumer group (and the stream) if missing. */
+  async ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', this.stream, this.group, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('BUSYGROUP')) throw err;
+    }
+  }
+
+  /**
+   * Reads up to `count` entries: first this consumer's own pending ones
+   * (delivered before a crash or a failed batch), then new ones.
+   */
+  async read(consumer: string, count: number, blockMs: number, pendingFirst: boolean): Promise<(Frame | BadEntry)[]> {
+    const res = (await this.redis.call(
+      'XREADGROUP',
+      'GROUP', this.group, consumer, 'COUNT', count,
+      ...(pendingFirst ? [] : ['BLOCK', blockMs]),
+      'STREAMS', this.stream, pendingFirst ? '0' : '>',
+    )) as [string, Raw[]][] | null;
+    if (!res) return [];
+    return res[0][1].map(parseEntry);
+  }
+
+  /** Acknowledges persisted entries (one round trip), lowers the backlog, trims. */
+  async ack(entries: { id: string; n: number }[]): Promise<{ frames: number; logs: number; trimmed: number }> {
+    const args: (string | number)[] = [];
+    for (const e of entries) args.push(e.id, e.n);
+    const [frames, logs, trimmed] = await this.redis.logdAck(this.stream, this.backlogKey, this.group, ...args);
+    return { frames, logs, trimmed };
+  }
+
+  /** Moves an entry to the dead-letter stream with its error; false if it was no longer pending. */
+  async kill(entry: Frame | BadEntry, error: string): Promise<boolean> {
+    const fields = isFrame(entry) ? ['v', '1', 'n', String(entry.n), 'r', entry.rows] : entry.fields;
+    const n = isFrame(entry) ? entry.n : 0;
+    const id = await this.redis.logdDead(this.stream, this.backlogKey, this.deadStream, this.group, entry.id, n, error, ...fields);
+    return id !== null;
+  }
+
+  /** The stream's first entry ID, or undefined when it is empty. */
+  async firstId(): Promise<string | undefined> {
+    const [first] = await this.redis.xrange(this.stream, '-', '+', 'COUNT', 1);
+    return first?.[0];
+  }
+
+  /** Logs accepted and not yet persisted. */
+  async backlog(): Promise<number> {
+    return Number((await this.redis.get(this.backlogKey)) ?? 0);
+  }
+}

@@ -1,0 +1,10 @@
+/** logd's SQL, one statement per file beside this one, read once at load. */
+import { readFileSync } from 'node:fs';
+import { rootPath } from '../paths';
+
+const sql = (name: string): string => readFileSync(rootPath('src', 'sql', `${name}.sql`), 'utf8');
+
+export const SQL = {
+  claimEntries: sql('claim-entries'),
+  pruneIngested: sql('prune-ingested'),
+} as const;

@@ -1,0 +1,240 @@
+/**
+ * The embedded default: with no Redis or PostgreSQL configured, logd starts
+ * and owns its own redis-server and postgres (Debian's binaries) under the
+ * data directory, reachable only through unix sockets there, and stops them
+ * on exit. PostgreSQL refuses to run as root: as root, it runs as the
+ * `postgres` user.
+ *
+ *   <data.dir>/logd.pid            the primary that owns the services
+ *   <data.dir>/redis/              AOF, redis.sock, redis.pid, redis.log
+ *   <data.dir>/pg/                 the cluster; its socket; postgres.log beside it
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import Redis from 'ioredis';
+import type { Config } from '../config';
+import { embeddedPostgres, embeddedRedis } from '../config';
+import { pgConfig } from '../connections';
+import type { Logger } from '../log';
+
+const START_TIMEOUT_MS = 60_000;
+const STOP_TIMEOUT_MS = 30_000;
+/** Port number in the socket's name only: the embedded postgres listens on no TCP port. */
+const PG_PORT = 5432;
+
+export interface Embedded {
+  /** the configuration with the embedded services' sockets filled in */
+  cfg: Config;
+  stop(): Promise<void>;
+}
+
+function which(names: string[], hint: string): string {
+  for (const n of names) {
+    if (n.startsWith('/')) {
+      if (existsSync(n)) return n;
+      continue;
+    }
+    for (const dir of (process.env.PATH ?? '').split(':')) if (dir && existsSync(path.join(dir, n))) return path.join(dir, n);
+  }
+  throw new Error(`cannot find ${names[0].split('/').pop()}: ${hint}`);
+}
+
+function pgBinDir(): string {
+  const base = '/usr/lib/postgresql';
+  const versions = existsSync(base) ? readdirSync(base).filter((v) => existsSync(path.join(base, v, 'bin', 'postgres'))) : [];
+  versions.sort((a, b) => Number(b) - Number(a));
+  if (versions.length) return path.join(base, versions[0], 'bin');
+  return path.dirname(which(['postgres'], 'install PostgreSQL (apt-get install postgresql)'));
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+const readPid = (file: string): number | undefined => {
+  try {
+    const pid = Number(readFileSync(file, 'utf8').split('\n')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs: number, log: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check().catch(() => false)) return;
+    if (Date.now() > deadline) {
+      const tail = existsSync(log) ? readFileSync(log, 'utf8').split('\n').slice(-15).join('\n') : '';
+      throw new Error(`${what} did not start within ${timeoutMs} ms; last lines of ${log}:\n${tail}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function waitExit(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => { child.kill('SIGKILL'); }, timeoutMs);
+    child.once('exit', () => { clearTimeout(t); resolve(); });
+  });
+}
+
+/** Who runs postgres: as root, the `postgres` user (it refuses root). */
+function pgOwner(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+    return { uid, gid };
+  } catch {
+    throw new Error('running as root, PostgreSQL must run as the `postgres` user, which does not exist: install the postgresql package (apt-get install postgresql)');
+  }
+}
+
+/** Makes sure the `postgres` user can reach the cluster directory (all parents need +x). */
+function checkReachable(dir: string, owner: { uid: number }): void {
+  try {
+    execFileSync('runuser', ['-u', 'postgres', '--', 'test', '-x', path.dirname(dir)]);
+  } catch {
+    throw new Error(`the postgres user (uid ${owner.uid}) cannot reach ${path.dirname(dir)}: choose a data directory whose parents are world-searchable, for example --data-dir /var/lib/logd`);
+  }
+}
+
+async function startRedis(dir: string, log: Logger): Promise<{ socket: string; child: ChildProcess }> {
+  const bin = which(['redis-server', '/usr/bin/redis-server'], 'install Redis (apt-get install redis-server)');
+  mkdirSync(dir, { recursive: true });
+  const socket = path.join(dir, 'redis.sock');
+  const logFile = path.join(dir, 'redis.log');
+  const out = openSync(logFile, 'a');
+  // The safe settings of conf/redis.conf: AOF, and a policy that never evicts the stream.
+  const child = spawn(bin, [
+    '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir,
+    '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '',
+    '--maxmemory', '1gb', '--maxmemory-policy', 'noeviction',
+    '--daemonize', 'no', '--pidfile', path.join(dir, 'redis.pid'),
+  ], { stdio: ['ignore', out, out], detached: true });
+  closeSync(out);
+  await until('embedded redis-server', async () => {
+    if (child.exitCode !== null) throw new Error('exited');
+    const r = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => undefined); // the connect() rejection says it
+    try {
+      await r.connect();
+      return (await r.ping()) === 'PONG';
+    } finally {
+      r.disconnect();
+    }
+  }, START_TIMEOUT_MS, logFile);
+  log.info({ socket }, 'embedded redis-server started');
+  return { socket, child };
+}
+
+async function startPostgres(cfg: Config, dir: string, log: Logger): Promise<ChildProcess> {
+  const bin = pgBinDir();
+  const owner = pgOwner();
+  const logFile = path.join(path.dirname(dir), 'postgres.log');
+  mkdirSync(path.dirname(dir), { recursive: true });
+  if (owner) checkReachable(dir, owner);
+  const asOwner = owner ? { uid: owner.uid, gid: owner.gid } : {};
+  if (!existsSync(path.join(dir, 'PG_VERSION'))) {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { mode: 0o700 });
+    if (owner) chownSync(dir, owner.uid, owner.gid);
+    log.info({ dir }, 'initialising the embedded PostgreSQL cluster');
+    execFileSync(path.join(bin, 'initdb'), ['-D', dir, '-U', cfg.postgres.user, '-A', 'trust', '-E', 'UTF8', '--locale=C'], { ...asOwner, stdio: 'pipe' });
+  }
+  writeFileSync(logFile, '', { flag: 'a' });
+  if (owner) chownSync(logFile, owner.uid, owner.gid);
+  const out = openSync(logFile, 'a');
+  const child = spawn(path.join(bin, 'postgres'), [
+    '-D', dir, '-k', dir, '-p', String(PG_PORT), '-c', 'listen_addresses=',
+  ], { ...asOwner, stdio: ['ignore', out, out], detached: true });
+  closeSync(out);
+  const probeCfg = { ...cfg, postgres: { ...cfg.postgres, host: dir, port: PG_PORT } };
+  await until('embedded postgres', async () => {
+    if (child.exitCode !== null) throw new Error('exited');
+    const c = new pg.Client(pgConfig(probeCfg, 'postgres'));
+    try {
+      await c.connect();
+      return true;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
+  }, START_TIMEOUT_MS, logFile);
+  log.info({ socket: dir }, 'embedded postgres started');
+  return child;
+}
+
+/** Stops processes a previous primary left behind when it was killed. */
+function reapLeftovers(dataDir: string, log: Logger): void {
+  for (const pidFile of [path.join(dataDir, 'redis', 'redis.pid'), path.join(dataDir, 'pg', 'postmaster.pid')]) {
+    const pid = readPid(pidFile);
+    if (pid && isAlive(pid)) {
+      log.warn({ pid, pidFile }, 'stopping a service left running by a previous logd');
+      process.kill(pid, 'SIGTERM');
+    }
+  }
+}
+
+async function waitGone(pidFile: string): Promise<void> {
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  for (let pid = readPid(pidFile); pid && isAlive(pid) && Date.now() < deadline; pid = readPid(pidFile)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Starts whichever of Redis and PostgreSQL is not configured; returns the completed configuration. */
+export async function startEmbedded(cfg: Config, log: Logger): Promise<Embedded> {
+  const wantRedis = embeddedRedis(cfg);
+  const wantPg = embeddedPostgres(cfg);
+  if (!wantRedis && !wantPg) return { cfg, stop: async () => undefined };
+  const dataDir = cfg.data.dir;
+  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+  const lock = path.join(dataDir, 'logd.pid');
+  const owner = readPid(lock);
+  if (owner && owner !== process.pid && isAlive(owner)) {
+    throw new Error(`data directory ${dataDir} is in use by logd pid ${owner}`);
+  }
+  writeFileSync(lock, `${process.pid}\n`);
+  reapLeftovers(dataDir, log);
+  await waitGone(path.join(dataDir, 'redis', 'redis.pid'));
+  await waitGone(path.join(dataDir, 'pg', 'postmaster.pid'));
+
+  const children: ChildProcess[] = [];
+  const stop = async (): Promise<void> => {
+    // Reverse order; SIGINT is PostgreSQL's fast shutdown, SIGTERM Redis's (it flushes the AOF).
+    for (const c of children.reverse()) {
+      c.kill(c === pgChild ? 'SIGINT' : 'SIGTERM');
+      await waitExit(c, STOP_TIMEOUT_MS);
+    }
+    rmSync(lock, { force: true });
+  };
+  let pgChild: ChildProcess | undefined;
+  let redis = cfg.redis;
+  let postgres = cfg.postgres;
+  try {
+    if (wantRedis) {
+      const r = await startRedis(path.join(dataDir, 'redis'), log);
+      children.push(r.child);
+      redis = { ...redis, host: r.socket };
+    }
+    if (wantPg) {
+      pgChild = await startPostgres(cfg, path.join(dataDir, 'pg'), log);
+      children.push(pgChild);
+      postgres = { ...postgres, host: path.join(dataDir, 'pg'), port: PG_PORT };
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  const completed = Object.freeze({ ...cfg, redis: Object.freeze(redis), postgres: Object.freeze(postgres) }) as Config;
+  return { cfg: completed, stop };
+}

@@ -1,0 +1,113 @@
+/**
+ * The primary: starts the embedded services when needed, applies the schema,
+ * forks the HTTP workers and the persister, restarts crashed children with
+ * backoff, and on SIGTERM/SIGINT stops in order:
+ *
+ *   HTTP workers (stop listening, drain)  ->  persister (last batch, ack)
+ *     ->  embedded services  ->  exit 0
+ */
+import cluster, { type Worker } from 'node:cluster';
+import type { Config } from '../config';
+import { embeddedPostgres } from '../config';
+import type { Logger } from '../log';
+import { ensureDatabase, migrate } from '../persist/migrate';
+import { startEmbedded } from './embedded';
+import { CONFIG_ENV, ROLE_ENV, type FromChild, type Role, type ToChild } from './messages';
+
+/** A child that lived at least this long is healthy again: its backoff restarts from the beginning. */
+const HEALTHY_AFTER_MS = 10_000;
+const BACKOFF_MIN_MS = 250;
+const BACKOFF_MAX_MS = 10_000;
+
+interface Slot {
+  role: Role;
+  worker?: Worker;
+  startedAt: number;
+  backoff: number;
+  ready: boolean;
+}
+
+export async function serve(cfgIn: Config, log: Logger): Promise<number> {
+  process.title = 'logd: primary';
+  const embedded = await startEmbedded(cfgIn, log);
+  const cfg = embedded.cfg;
+  try {
+    if (embeddedPostgres(cfgIn)) await ensureDatabase(cfg);
+    await migrate(cfg);
+  } catch (err) {
+    await embedded.stop();
+    throw err;
+  }
+
+  const env = { [CONFIG_ENV]: JSON.stringify(cfg) };
+  const slots: Slot[] = [
+    { role: 'persister', startedAt: 0, backoff: BACKOFF_MIN_MS, ready: false },
+    ...Array.from({ length: cfg.server.workers }, (): Slot => ({ role: 'http', startedAt: 0, backoff: BACKOFF_MIN_MS, ready: false })),
+  ];
+  let stopping = false;
+  let announced = false;
+
+  const fork = (slot: Slot): void => {
+    slot.startedAt = Date.now();
+    slot.ready = false;
+    const w = cluster.fork({ ...env, [ROLE_ENV]: slot.role });
+    slot.worker = w;
+    w.on('message', (m: FromChild) => {
+      if (m.type !== 'ready') return;
+      slot.ready = true;
+      if (!announced && slots.every((s) => s.ready)) {
+        announced = true;
+        log.info({ port: cfg.server.port, workers: cfg.server.workers, pid: process.pid }, `logd listening on http://${cfg.server.host}:${cfg.server.port}`);
+      }
+    });
+    w.on('exit', (code, signal) => {
+      if (slot.worker !== w) return;
+      slot.worker = undefined;
+      if (stopping) return;
+      const lived = Date.now() - slot.startedAt;
+      slot.backoff = lived >= HEALTHY_AFTER_MS ? BACKOFF_MIN_MS : Math.min(slot.backoff * 2, BACKOFF_MAX_MS);
+      const delay = lived >= HEALTHY_AFTER_MS ? 0 : slot.backoff;
+      log.error({ role: slot.role, pid: w.process.pid, code, signal, restartInMs: delay }, 'child exited; restarting');
+      setTimeout(() => { if (!stopping) fork(slot); }, delay);
+    });
+  };
+  for (const s of slots) fork(s);
+
+  return new Promise<number>((resolve) => {
+    const stop = async (signal: string): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      let forced = false;
+      const deadline = setTimeout(() => {
+        forced = true;
+        log.error({ timeoutMs: cfg.server.shutdown_timeout_ms }, 'shutdown timed out; killing children');
+        for (const s of slots) s.worker?.process.kill('SIGKILL');
+      }, cfg.server.shutdown_timeout_ms);
+      await stopChildren(slots.filter((s) => s.role === 'http'));
+      await stopChildren(slots.filter((s) => s.role === 'persister'));
+      clearTimeout(deadline);
+      await embedded.stop();
+      log.info({ forced }, 'stopped');
+      resolve(forced ? 1 : 0);
+    };
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
+  });
+}
+
+async function stopChildren(slots: Slot[]): Promise<void> {
+  await Promise.all(slots.map((s) => {
+    const w = s.worker;
+    if (!w || w.isDead()) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      w.once('exit', () => resolve());
+      try {
+        w.send({ type: 'shutdown' } satisfies ToChild);
+      } catch {
+        w.process.kill('SIGTERM');
+      }
+    });
+  }));
+}
+
