@@ -20,8 +20,6 @@ export const ERRORS = {
   LOGD_INTERNAL: { status: 500, message: 'internal error' },
   LOGD_QUEUE_UNAVAILABLE: { status: 503, message: 'the queue (Redis) is unavailable; retry later' },
   LOGD_BACKLOG_FULL: { status: 503, message: 'the unpersisted backlog is over its limit; retry later' },
-  LOGD_SHUTTING_DOWN: { status: 503, message: 'logd is shutting down; retry on another instance' },
-  LOGD_UNHEALTHY: { status: 503, message: 'a dependency is down' },
   LOGD_CONFIG_INVALID: { status: 0, message: 'configuration is invalid' },
 } as const satisfies Record<string, ErrorSpec>;
 

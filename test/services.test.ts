@@ -8,9 +8,9 @@ t.teardown(cleanupAll);
 
 /** Runs fn with a connected ioredis client and always disconnects, so it never reconnects into a stopped server. */
 async function withRedis<T>(url: string, fn: (r: Redis) => Promise<T>): Promise<T> {
-  const client = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true });
-  await client.connect();
+  const client = new Redis(url, { maxRetriesPerRequest: 1, lazyConnect: true, retryStrategy: () => null });
   try {
+    await client.connect();
     return await fn(client);
   } finally {
     client.disconnect();

@@ -61,36 +61,43 @@ export class Persister {
     this.running = false;
   }
 
+  /** Runs until stop(); then drains what the stream still holds (ingest has stopped by then) and returns. */
   async run(): Promise<void> {
     await this.retry('create consumer group', () => this.queue.ensureGroup());
     // Entries this consumer took before a crash come first.
     let pendingFirst = true;
-    while (this.running || pendingFirst) {
-      const batch = await this.retry('read stream', () => this.fill(pendingFirst));
+    for (;;) {
+      const draining = !this.running;
+      const batch = await this.retry('read stream', () => this.fill(pendingFirst, draining));
       if (pendingFirst && batch.length === 0) {
         pendingFirst = false;
         continue;
       }
       if (batch.length) await this.settle(batch);
+      else if (draining) break;
       await this.maybePrune();
     }
     await this.pool.end();
   }
 
-  /** Collects frames until batch_max_rows logs or batch_max_wait_ms after the first. */
-  private async fill(pendingOnly: boolean): Promise<(Frame | BadEntry)[]> {
+  /**
+   * Collects frames until batch_max_rows logs or batch_max_wait_ms after the
+   * first. Pending entries are read once per batch (re-reading '0' returns
+   * the same ones); a draining persister never blocks.
+   */
+  private async fill(pendingOnly: boolean, draining: boolean): Promise<(Frame | BadEntry)[]> {
     const { batch_max_rows: maxRows, batch_max_wait_ms: maxWait } = this.cfg.persister;
-    if (pendingOnly) return this.queue.read(this.consumer, READ_COUNT, 0, true);
+    if (pendingOnly) return this.queue.read(this.consumer, READ_COUNT, undefined, true);
     const batch: (Frame | BadEntry)[] = [];
     let rows = 0;
     let deadline = Infinity;
     while (rows < maxRows) {
       const left = deadline - Date.now();
       if (batch.length && left <= 0) break;
-      const block = batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
+      const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
       const got = await this.queue.read(this.consumer, READ_COUNT, block, false);
       if (!got.length) {
-        if (batch.length || !this.running) break;
+        if (batch.length || draining || !this.running) break;
         continue;
       }
       if (!batch.length) deadline = Date.now() + maxWait;

@@ -101,11 +101,11 @@ export class Queue {
    * Reads up to `count` entries: first this consumer's own pending ones
    * (delivered before a crash or a failed batch), then new ones.
    */
-  async read(consumer: string, count: number, blockMs: number, pendingFirst: boolean): Promise<(Frame | BadEntry)[]> {
+  async read(consumer: string, count: number, blockMs: number | undefined, pendingFirst: boolean): Promise<(Frame | BadEntry)[]> {
     const res = (await this.redis.call(
       'XREADGROUP',
       'GROUP', this.group, consumer, 'COUNT', count,
-      ...(pendingFirst ? [] : ['BLOCK', blockMs]),
+      ...(blockMs === undefined || pendingFirst ? [] : ['BLOCK', blockMs]),
       'STREAMS', this.stream, pendingFirst ? '0' : '>',
     )) as [string, Raw[]][] | null;
     if (!res) return [];

@@ -208,6 +208,8 @@ class ServerProcess {
   readonly exited: Promise<void>;
   /** undefined while running, else how it ended (for error messages). */
   exitReason: string | undefined;
+  /** Last signal sent; a running process with one set is on its way out (or stopped by SIGSTOP). */
+  signalled: NodeJS.Signals | undefined;
 
   constructor(readonly spec: SpawnSpec) {
     fs.appendFileSync(spec.logFile, `\n--- ${new Date().toISOString()} test helper starting: ${spec.cmd} ${spec.args.join(' ')}\n`);
@@ -250,6 +252,7 @@ class ServerProcess {
 
   signal(sig: NodeJS.Signals): void {
     if (!this.running) return;
+    this.signalled = sig;
     try {
       this.child.kill(sig);
     } catch {
@@ -316,6 +319,46 @@ async function onFreePort<T>(start: (port: number) => Promise<T>, attempts = 3):
     } catch (err) {
       if (!(err instanceof StartError && err.addressInUse) || i >= attempts) throw err;
     }
+  }
+}
+
+/** Lifecycle shared by both kinds of server: one process at a time, always on the same port and dir. */
+abstract class Server {
+  readonly host = HOST;
+  private proc: ServerProcess | undefined;
+
+  constructor(
+    readonly port: number,
+    readonly dir: string,
+  ) {}
+
+  protected abstract readonly stopSignal: NodeJS.Signals;
+  protected abstract spawnSpec(): SpawnSpec;
+  /** Resolves true once clients can use the server; throwing means "not yet". */
+  protected abstract ready(): Promise<boolean>;
+
+  async start(): Promise<void> {
+    const old = this.proc;
+    if (old?.running) {
+      if (!old.signalled) return; // already up
+      // After kill() the old process must be gone before the new one binds the port (and, for
+      // postgres, checks the pid file and shared memory).
+      await withinMs(STOP_GRACE_MS, () => old.exited);
+      if (old.running) throw new Error(`${old.spec.name} still runs after kill(${old.signalled}): stop() it first`);
+    }
+    this.proc = await launch(this.spawnSpec(), () => this.ready());
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop(this.stopSignal);
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
+    this.proc?.signal(signal);
+  }
+
+  pid(): number | undefined {
+    return this.proc?.pid;
   }
 }
 
@@ -392,41 +435,31 @@ function redisPing(port: number): Promise<boolean> {
   });
 }
 
-class RedisInstance implements RedisServer {
-  readonly host = HOST;
+class RedisInstance extends Server implements RedisServer {
   readonly url: string;
-  private proc: ServerProcess | undefined;
+  protected readonly stopSignal = 'SIGTERM'; // redis flushes the AOF and exits
 
   constructor(
-    readonly port: number,
-    readonly dir: string,
+    port: number,
+    dir: string,
     private readonly args: string[],
   ) {
+    super(port, dir);
     this.url = `redis://${HOST}:${port}`;
   }
 
-  async start(): Promise<void> {
-    if (this.proc?.running) return;
-    const spec: SpawnSpec = {
+  protected spawnSpec(): SpawnSpec {
+    return {
       name: `redis-server on ${HOST}:${this.port}`,
       cmd: REDIS_BIN,
       args: ['--port', String(this.port), '--dir', this.dir, ...this.args],
       cwd: this.dir,
       logFile: path.join(this.dir, 'redis.log'),
     };
-    this.proc = await launch(spec, () => redisPing(this.port));
   }
 
-  async stop(): Promise<void> {
-    await this.proc?.stop('SIGTERM');
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    this.proc?.signal(signal);
-  }
-
-  pid(): number | undefined {
-    return this.proc?.pid;
+  protected ready(): Promise<boolean> {
+    return redisPing(this.port);
   }
 }
 
@@ -633,19 +666,19 @@ async function withClient<T>(port: number, database: string, fn: (client: Client
   }
 }
 
-class PostgresInstance implements PostgresServer {
-  readonly host = HOST;
+class PostgresInstance extends Server implements PostgresServer {
   readonly user = PG_USER;
   readonly url: string;
   readonly env: Record<string, string>;
-  private proc: ServerProcess | undefined;
+  protected readonly stopSignal = 'SIGINT'; // fast shutdown: disconnects clients instead of waiting for them
 
   constructor(
-    readonly port: number,
-    readonly dir: string,
+    port: number,
+    dir: string,
     readonly database: string,
     private readonly runAs: RunAs | undefined,
   ) {
+    super(port, dir);
     this.url = this.urlFor(database);
     this.env = {
       POSTGRES_HOST: HOST,
@@ -655,28 +688,23 @@ class PostgresInstance implements PostgresServer {
     };
   }
 
-  async start(): Promise<void> {
-    if (this.proc?.running) return;
-    await this.proc?.exited; // after kill(): the old postmaster must be gone before the pid file is checked
-    const spec: SpawnSpec = {
+  protected spawnSpec(): SpawnSpec {
+    return {
       name: `postgres on ${HOST}:${this.port}`,
       cmd: pgBin('postgres'),
-      // Durability is irrelevant for tests; skipping fsync makes commits and shutdown fast.
+      // Durability against OS crashes is irrelevant for tests; skipping fsync makes commits and shutdown fast.
       args: ['-D', this.dir, '-p', String(this.port), '-k', this.dir,
         '-c', `listen_addresses=${HOST}`, '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'],
       cwd: this.dir,
       logFile: path.join(this.dir, 'postgres.log'),
       runAs: this.runAs,
     };
-    this.proc = await launch(spec, () => this.answers());
   }
 
-  async stop(): Promise<void> {
-    await this.proc?.stop('SIGINT'); // fast shutdown: disconnects clients, no waiting for them
-  }
-
-  kill(signal: NodeJS.Signals = 'SIGKILL'): void {
-    this.proc?.signal(signal);
+  /** Ready = a client can log in and run a statement (not just "the port is open"). */
+  protected async ready(): Promise<boolean> {
+    await withClient(this.port, 'postgres', (c) => c.query('SELECT 1'));
+    return true;
   }
 
   async createDatabase(name: string): Promise<string> {
@@ -687,12 +715,6 @@ class PostgresInstance implements PostgresServer {
   async query<R = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]> {
     const result = await withClient(this.port, this.database, (c) => c.query(sql, params));
     return result.rows as R[];
-  }
-
-  /** Ready = a client can log in and run a statement (not just "the port is open"). */
-  private async answers(): Promise<boolean> {
-    await withClient(this.port, 'postgres', (c) => c.query('SELECT 1'));
-    return true;
   }
 
   private urlFor(database: string): string {

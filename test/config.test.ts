@@ -1,0 +1,86 @@
+/** Configuration: defaults, sources and their order, and errors that name the key. */
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import t from 'tap';
+import { parse } from 'smol-toml';
+import { defaults, loadConfig } from '../src/config';
+import { LOGD_BIN, ROOT } from './helpers/logd';
+
+const tmpToml = (text: string): string => {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'logd-conf-')), 'logd.toml');
+  writeFileSync(file, text);
+  return file;
+};
+
+t.test('defaults', async (t) => {
+  const cfg = loadConfig(undefined, {});
+  t.equal(cfg.server.port, 8000);
+  t.ok(cfg.server.workers >= 1, 'workers 0 means available CPUs');
+  t.equal(cfg.server.body_limit_single, 1024 * 1024);
+  t.equal(cfg.server.body_limit_batch, 50 * 1024 * 1024);
+  t.equal(cfg.redis.host, '', 'embedded Redis by default');
+  t.equal(cfg.postgres.host, '', 'embedded PostgreSQL by default');
+  t.equal(cfg.data.dir, path.resolve('./var'));
+  t.ok(Object.isFrozen(cfg) && Object.isFrozen(cfg.server), 'frozen');
+});
+
+t.test('conf/logd.toml documents every option with its default', async (t) => {
+  const text = readFileSync(path.join(ROOT, 'conf', 'logd.toml'), 'utf8');
+  const shipped = parse(text) as Record<string, Record<string, unknown>>;
+  for (const [key, leaf] of defaults()) {
+    const [section, name] = key.split('.');
+    t.equal(shipped[section]?.[name], leaf.default, `${key} = ${JSON.stringify(leaf.default)}`);
+    t.ok(text.includes(`# ${leaf.description}\n${name} =`), `${key} has its doc comment`);
+  }
+  t.same(loadConfig(path.join(ROOT, 'conf', 'logd.toml'), {}), loadConfig(undefined, {}), 'the shipped file is the defaults');
+});
+
+t.test('sources: flags > LOGD_* > reference env > file > defaults', async (t) => {
+  const file = tmpToml('[server]\nport = 7000\n[postgres]\nhost = "db.file"\nport = 6000\n');
+  t.equal(loadConfig(file, {}).server.port, 7000, 'file');
+  t.equal(loadConfig(file, {}).postgres.host, 'db.file');
+  t.equal(loadConfig(file, { POSTGRES_HOST: 'db.ref', POSTGRES_PORT: '6001' }).postgres.port, 6001, 'reference env beats the file');
+  t.equal(loadConfig(file, { POSTGRES_HOST: 'db.ref', LOGD_POSTGRES_HOST: 'db.logd' }).postgres.host, 'db.logd', 'LOGD_* beats reference env');
+  t.equal(loadConfig(file, { LOGD_SERVER_PORT: '7001' }, { port: 7002 }).server.port, 7002, 'flags beat everything');
+  const ref = loadConfig(undefined, { POSTGRES_USER: 'u', POSTGRES_PASSWORD: 'p', POSTGRES_DB: 'd', REDIS_HOST: 'r', REDIS_PORT: '6380' });
+  t.same([ref.postgres.user, ref.postgres.password, ref.postgres.database, ref.redis.host, ref.redis.port], ['u', 'p', 'd', 'r', 6380]);
+});
+
+t.test('bad values fail with a message naming the key', async (t) => {
+  const cases: [string, () => unknown, RegExp][] = [
+    ['port out of range', () => loadConfig(undefined, { LOGD_SERVER_PORT: '70000' }), /server\.port must be <= 65535/],
+    ['env not an integer', () => loadConfig(undefined, { REDIS_PORT: 'abc' }), /REDIS_PORT \(redis\.port\) must be an integer/],
+    ['unknown key', () => loadConfig(tmpToml('[server]\nprot = 1\n'), {}), /server\.prot is not a known option/],
+    ['unknown section', () => loadConfig(tmpToml('[srv]\nport = 1\n'), {}), /srv is not a known option/],
+    ['wrong type in file', () => loadConfig(tmpToml('[queue]\nmax_backlog = "lots"\n'), {}), /queue\.max_backlog must be integer/],
+    ['bad enum', () => loadConfig(undefined, { LOGD_LOG_LEVEL: 'loud' }), /log\.level must be equal to one of the allowed values/],
+    ['bad TOML', () => loadConfig(tmpToml('[server\n'), {}), /not valid TOML/],
+    ['missing file', () => loadConfig('/nonexistent/logd.toml', {}), /cannot read config file/],
+  ];
+  for (const [name, fn, msg] of cases) t.throws(fn, { code: 'LOGD_CONFIG_INVALID', message: msg }, name);
+});
+
+t.test('logd serve exits non-zero naming the bad key, before starting anything', async (t) => {
+  const r = spawnSync(process.execPath, [LOGD_BIN, 'serve'], { env: { ...process.env, LOGD_SERVER_WORKERS: '-1' }, encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 2);
+  t.match(r.stderr, /invalid configuration: server\.workers must be >= 0/);
+  const flag = spawnSync(process.execPath, [LOGD_BIN, 'serve', '--port', 'eighty'], { encoding: 'utf8', timeout: 20_000 });
+  t.equal(flag.status, 2);
+  t.match(flag.stderr, /--port must be an integer/);
+});
+
+t.test('--help for logd and every command', async (t) => {
+  const top = spawnSync(process.execPath, [LOGD_BIN, '--help'], { encoding: 'utf8' });
+  t.equal(top.status, 0);
+  for (const command of ['serve', 'migrate']) {
+    t.match(top.stdout, new RegExp(`^  ${command} `, 'm'), `logd --help lists ${command}`);
+    const r = spawnSync(process.execPath, [LOGD_BIN, command, '--help'], { encoding: 'utf8' });
+    t.equal(r.status, 0);
+    t.match(r.stdout, new RegExp(`^usage: logd ${command}`), `logd ${command} --help`);
+  }
+  const bad = spawnSync(process.execPath, [LOGD_BIN, 'frobnicate'], { encoding: 'utf8' });
+  t.equal(bad.status, 2);
+  t.match(bad.stderr, /unknown command "frobnicate"/);
+});
