@@ -59,6 +59,8 @@ export const OPTIONS = {
     group: str('log_workers', 'consumer group the persisters read with'),
     dead_stream: str('logs:dead', 'dead-letter stream for entries that cannot be persisted'),
     max_backlog: int(1000000, 'unpersisted logs in the stream above which ingest answers 503 + Retry-After, in logs', 1),
+    claim_idle_ms: int(30000, 'a pending entry idle this long (its persister died) is taken over by a live persister, in ms', 100),
+    max_deliveries: int(10, 'an entry delivered more often than this without being persisted goes to the dead-letter stream', 1),
   },
   persister: {
     batch_max_rows: int(20000, 'most logs loaded by one COPY transaction, in logs', 1),

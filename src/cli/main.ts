@@ -3,6 +3,7 @@ import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config, type Overrides } from '../config';
 import { LogdError } from '../errors';
+import { dlq } from './dlq';
 import { httpWorker } from '../http/worker';
 import { initLogger } from '../log';
 import { persisterMain } from '../persist/main';
@@ -16,6 +17,7 @@ commands:
   serve     run the collector: HTTP workers, the persister and, when Redis or
             PostgreSQL is not configured, embedded ones under the data directory
   migrate   apply schema.sql to the configured PostgreSQL (idempotent)
+  dlq       list or re-queue dead-letter entries (logs PostgreSQL refused)
 
 options (every command):
   --config PATH     TOML configuration file (see conf/logd.toml)
@@ -42,6 +44,16 @@ and exits 0 (or 1 if server.shutdown_timeout_ms ran out).
 Applies schema.sql to the configured PostgreSQL. Every statement is idempotent;
 \`logd serve\` does the same at start.
 `,
+  dlq: `usage: logd dlq list [--limit N] [--config PATH]
+       logd dlq replay (ID... | --all) [--limit N] [--config PATH]
+
+Entries the persister could not store are moved to the dead-letter stream
+(queue.dead_stream, default logs:dead) with the error. \`list\` shows them
+(oldest first, at most --limit, default 100); \`replay\` re-queues the given
+entries (or, with --all, the first --limit) into the stream for the
+persister, and removes them from the dead-letter stream. Fix the cause first
+(a replayed entry that fails again comes back).
+`,
 };
 
 function intFlag(name: string, raw: string | undefined): number | undefined {
@@ -66,16 +78,20 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   let values;
+  let positionals: string[];
   try {
-    ({ values } = parseArgs({
+    ({ values, positionals } = parseArgs({
       args: argv.slice(1),
       options: {
         config: { type: 'string' },
         port: { type: 'string' },
         workers: { type: 'string' },
         'data-dir': { type: 'string' },
+        limit: { type: 'string' },
+        all: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
+      allowPositionals: true,
       strict: true,
     }));
   } catch (err) {
@@ -85,6 +101,10 @@ export async function main(argv: string[]): Promise<number> {
   if (values.help) {
     process.stdout.write(HELP[command]);
     return 0;
+  }
+  if (command !== 'dlq' && positionals.length) {
+    process.stderr.write(`logd ${command}: unexpected argument "${positionals[0]}"\n\n${HELP[command]}`);
+    return 2;
   }
   let cfg: Config;
   try {
@@ -100,6 +120,14 @@ export async function main(argv: string[]): Promise<number> {
       await migrate(cfg);
       log.info('schema applied');
       return 0;
+    }
+    if (command === 'dlq') {
+      const [action, ...ids] = positionals;
+      if ((action !== 'list' && action !== 'replay') || (action === 'replay' && !ids.length && !values.all)) {
+        process.stderr.write(HELP.dlq);
+        return 2;
+      }
+      return await dlq(cfg, action, ids, intFlag('limit', values.limit) ?? 100, process.stdout);
     }
     return await serve(cfg, log);
   } catch (err) {

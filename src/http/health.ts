@@ -1,6 +1,13 @@
-/** GET /health: 200 when Redis and PostgreSQL both answer, 503 otherwise, with each component's state. */
-import type Redis from 'ioredis';
+/**
+ * GET /health: 200 "healthy" when Redis and PostgreSQL answer and the stream
+ * is being persisted; otherwise 503 with the reasons, as "degraded" (ingest
+ * still accepts: PostgreSQL down, no live or a failing persister, backlog
+ * over its limit) or "unhealthy" (Redis down: ingest refuses).
+ */
 import type pg from 'pg';
+import type { Config } from '../config';
+import { liveStatuses, type PersisterStatus } from '../queue/status';
+import type { Queue } from '../queue/stream';
 
 /** A dependency slower than this counts as down. */
 const CHECK_TIMEOUT_MS = 1000;
@@ -11,27 +18,47 @@ interface Component {
   error?: string;
 }
 
+function within<T>(p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS); }),
+  ]).finally(() => clearTimeout(timer));
+}
+
 async function probe(check: () => Promise<unknown>): Promise<Component> {
   const t0 = performance.now();
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      check(),
-      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS); }),
-    ]);
+    await within(check());
     return { status: 'up', latency_ms: Math.round((performance.now() - t0) * 100) / 100 };
   } catch (err) {
     return { status: 'down', error: (err as Error).message };
-  } finally {
-    clearTimeout(timer);
   }
 }
 
-export async function health(redis: Redis, pool: pg.Pool): Promise<{ status: number; body: string }> {
-  const [r, p] = await Promise.all([probe(() => redis.ping()), probe(() => pool.query('SELECT 1'))]);
-  const ok = r.status === 'up' && p.status === 'up';
+export async function health(cfg: Config, queue: Queue, pool: pg.Pool): Promise<{ status: number; body: string }> {
+  const [redis, postgres] = await Promise.all([probe(() => queue.redis.ping()), probe(() => pool.query('SELECT 1'))]);
+  const unhealthy: string[] = [];
+  const degraded: string[] = [];
+  let stream: { backlog: number; max_backlog: number; dead_letters: number } | undefined;
+  let persisters: Record<string, PersisterStatus> = {};
+  if (redis.status === 'down') unhealthy.push(`redis is down: ${redis.error}`);
+  else {
+    try {
+      const [backlog, dead, live] = await within(Promise.all([queue.backlog(), queue.deadLetters(), liveStatuses(queue.redis, cfg.redis.stream)]));
+      stream = { backlog, max_backlog: cfg.queue.max_backlog, dead_letters: dead };
+      persisters = Object.fromEntries(live);
+      if (backlog >= cfg.queue.max_backlog) degraded.push(`backlog of ${backlog} logs is at queue.max_backlog (${cfg.queue.max_backlog}): ingest answers 503`);
+      if (!live.size) degraded.push('no live persister: logs are accepted but not persisted');
+      for (const [name, s] of live) if (s.lastError) degraded.push(`persister ${name} is retrying: ${s.lastError}`);
+    } catch (err) {
+      unhealthy.push(`redis is failing: ${(err as Error).message}`);
+    }
+  }
+  if (postgres.status === 'down') degraded.push(`postgres is down: ${postgres.error}`);
+  const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'healthy';
   return {
-    status: ok ? 200 : 503,
-    body: JSON.stringify({ status: ok ? 'healthy' : 'unhealthy', components: { redis: r, postgres: p } }),
+    status: status === 'healthy' ? 200 : 503,
+    body: JSON.stringify({ status, reasons: [...unhealthy, ...degraded], components: { redis, postgres, stream, persisters } }),
   };
 }

@@ -2,7 +2,6 @@
  * The HTTP worker's server: routes on uWebSockets.js (every use of uWS stays
  * under src/http/, so moving to the official build is a package change).
  */
-import type Redis from 'ioredis';
 import type pg from 'pg';
 import uWS from 'uWebSockets.js';
 import type { Config } from '../config';
@@ -18,7 +17,7 @@ export interface Server {
   stopListening(): void;
 }
 
-export function startServer(cfg: Config, queue: Queue, redis: Redis, pool: pg.Pool): Promise<Server> {
+export function startServer(cfg: Config, queue: Queue, pool: pg.Pool): Promise<Server> {
   let inflight = 0;
   let draining = false;
   let listenSocket: uWS.us_listen_socket | undefined;
@@ -32,7 +31,7 @@ export function startServer(cfg: Config, queue: Queue, redis: Redis, pool: pg.Po
     .post('/api/logs/batch', (res, req) => ingest('batch', cfg, queue, begin(res), req))
     .get('/health', (res) => {
       const x = begin(res);
-      health(redis, pool).then(({ status, body }) => sendJson(x, status, body));
+      health(cfg, queue, pool).then(({ status, body }) => sendJson(x, status, body));
     })
     .any('/api/log', (res) => fail(begin(res), 'LOGD_METHOD_NOT_ALLOWED', 'use POST /api/log'))
     .any('/api/logs/batch', (res) => fail(begin(res), 'LOGD_METHOD_NOT_ALLOWED', 'use POST /api/logs/batch'))

@@ -1,8 +1,9 @@
-/** The persister process. */
+/** The persister process: the persister loop, and its heartbeat for /health. */
 import os from 'node:os';
 import type { Config } from '../config';
 import { redisClient } from '../connections';
 import type { Logger } from '../log';
+import { HEARTBEAT_MS, publishStatus } from '../queue/status';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
 import { Persister } from './persister';
@@ -13,13 +14,23 @@ export function consumerName(cfg: Config): string {
 }
 
 export function persisterMain(cfg: Config, log: Logger): RoleMain {
-  const redis = redisClient(cfg, 'logd:persister', true);
-  redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
-  const persister = new Persister(cfg, new Queue(redis, cfg), consumerName(cfg), log);
+  // XREADGROUP BLOCK holds its connection: the heartbeat gets its own.
+  const reader = redisClient(cfg, 'logd:persister', true);
+  const beat = redisClient(cfg, 'logd:persister-status');
+  for (const r of [reader, beat]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+  const consumer = consumerName(cfg);
+  const persister = new Persister(cfg, new Queue(reader, cfg), consumer, log);
   let done: Promise<void> = Promise.resolve();
+  let timer: NodeJS.Timeout | undefined;
+  const publish = (): void => {
+    publishStatus(beat, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats })
+      .catch((err) => log.debug({ err: err.message }, 'heartbeat failed'));
+  };
   return {
     async start() {
-      await redis.connect();
+      await Promise.all([reader.connect(), beat.connect()]);
+      publish();
+      timer = setInterval(publish, HEARTBEAT_MS);
       done = persister.run().catch((err) => {
         log.fatal({ err }, 'persister failed');
         process.exit(1);
@@ -28,7 +39,9 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
     async stop() {
       persister.stop();
       await done;
-      redis.disconnect();
+      clearInterval(timer);
+      reader.disconnect();
+      beat.disconnect();
     },
   };
 }

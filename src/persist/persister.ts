@@ -2,7 +2,7 @@
  * The persister: reads frames with the consumer group, loads their rows into
  * `logs` with one COPY per batch, and acknowledges only after COMMIT.
  *
- *   XREADGROUP (own pending first, then new) -> batch (rows / wait bounded)
+ *   XREADGROUP / XCLAIM (recovery) -> batch (rows / wait bounded)
  *     -> BEGIN; record entry IDs (skip those already recorded); COPY; COMMIT
  *     -> ack.lua (XACK + backlog + XTRIM MINID)
  *
@@ -61,33 +61,46 @@ export class Persister {
     this.running = false;
   }
 
-  /** Runs until stop(); then drains what the stream still holds (ingest has stopped by then) and returns. */
+  /**
+   * Runs until stop(); then drains what the stream still holds (ingest has
+   * stopped by then) and returns. Recovery first: entries this consumer had
+   * taken before a crash; then, every claim_idle_ms / 2, entries a dead
+   * consumer left idle for claim_idle_ms.
+   */
   async run(): Promise<void> {
+    const { claim_idle_ms: claimIdle } = this.cfg.queue;
+    const claimEvery = Math.max(100, claimIdle / 2);
     await this.retry('create consumer group', () => this.queue.ensureGroup());
-    // Entries this consumer took before a crash come first.
-    let pendingFirst = true;
+    let recovering: 'own' | 'others' | undefined = 'own';
+    let lastClaim = Date.now();
     for (;;) {
       const draining = !this.running;
-      const batch = await this.retry('read stream', () => this.fill(pendingFirst, draining));
-      if (pendingFirst && batch.length === 0) {
-        pendingFirst = false;
-        continue;
+      if (!recovering && Date.now() - lastClaim >= claimEvery) recovering = 'others';
+      let batch: (Frame | BadEntry)[];
+      if (recovering) {
+        const own = recovering === 'own';
+        batch = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
+        if (batch.length < READ_COUNT) {
+          recovering = undefined;
+          lastClaim = Date.now();
+        }
+        if (batch.length) this.log.info({ entries: batch.length, from: own ? 'own crash' : 'idle consumers' }, 'recovered pending entries');
+      } else {
+        batch = await this.retry('read stream', () => this.fill(draining));
+        if (!batch.length && draining) break;
       }
       if (batch.length) await this.settle(batch);
-      else if (draining) break;
       await this.maybePrune();
     }
     await this.pool.end();
   }
 
   /**
-   * Collects frames until batch_max_rows logs or batch_max_wait_ms after the
-   * first. Pending entries are read once per batch (re-reading '0' returns
-   * the same ones); a draining persister never blocks.
+   * Collects new frames until batch_max_rows logs or batch_max_wait_ms after
+   * the first; a draining persister never blocks.
    */
-  private async fill(pendingOnly: boolean, draining: boolean): Promise<(Frame | BadEntry)[]> {
+  private async fill(draining: boolean): Promise<(Frame | BadEntry)[]> {
     const { batch_max_rows: maxRows, batch_max_wait_ms: maxWait } = this.cfg.persister;
-    if (pendingOnly) return this.queue.read(this.consumer, READ_COUNT, undefined, true);
     const batch: (Frame | BadEntry)[] = [];
     let rows = 0;
     let deadline = Infinity;
@@ -95,7 +108,7 @@ export class Persister {
       const left = deadline - Date.now();
       if (batch.length && left <= 0) break;
       const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
-      const got = await this.queue.read(this.consumer, READ_COUNT, block, false);
+      const got = await this.queue.read(this.consumer, READ_COUNT, block);
       if (!got.length) {
         if (batch.length || draining || !this.running) break;
         continue;
@@ -111,8 +124,14 @@ export class Persister {
 
   /** Persists a batch, acknowledges it, and dead-letters what cannot be stored. */
   private async settle(batch: (Frame | BadEntry)[]): Promise<void> {
-    const frames = batch.filter(isFrame);
-    for (const bad of batch.filter((e): e is BadEntry => !isFrame(e))) await this.deadLetter(bad, bad.why);
+    const frames: Frame[] = [];
+    const overDelivered: Frame[] = [];
+    for (const e of batch) {
+      if (!isFrame(e)) await this.deadLetter(e, e.why);
+      else if (e.deliveries > this.cfg.queue.max_deliveries) overDelivered.push(e);
+      else frames.push(e);
+    }
+    if (overDelivered.length) await this.retireOverDelivered(overDelivered);
     if (!frames.length) return;
     try {
       await this.retry('persist batch', () => this.load(frames), true);
@@ -127,6 +146,24 @@ export class Persister {
           await this.deadLetter(f, `PostgreSQL refused the rows: ${(e as Error).message}`);
         }
       }
+    }
+  }
+
+  /**
+   * Frames delivered more than queue.max_deliveries times (each delivery
+   * ended in a crash): those already committed are only acknowledged; the
+   * others go to the dead-letter stream, so one entry cannot stall the
+   * persister forever.
+   */
+  private async retireOverDelivered(frames: Frame[]): Promise<void> {
+    const ms = frames.map((f) => splitId(f.id)[0]);
+    const seq = frames.map((f) => splitId(f.id)[1]);
+    const done = new Set((await this.retry('look up the ledger', () => this.pool.query<{ entry_ms: string; entry_seq: string }>(SQL.findIngested, [ms, seq])))
+      .rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
+    const committed = frames.filter((f) => done.has(f.id));
+    if (committed.length) await this.retry('acknowledge batch', () => this.queue.ack(committed));
+    for (const f of frames) {
+      if (!done.has(f.id)) await this.deadLetter(f, `delivered ${f.deliveries} times without being persisted (queue.max_deliveries = ${this.cfg.queue.max_deliveries})`);
     }
   }
 

@@ -21,6 +21,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string): Result<string, Context>;
     logdAck(stream: string, backlog: string, group: string, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
+    logdReplay(stream: string, backlog: string, dead: string, deadId: string): Result<string, Context>;
     logdDead(stream: string, backlog: string, dead: string, group: string, id: string, n: number, error: string, ...fields: string[]): Result<string | null, Context>;
   }
 }
@@ -30,10 +31,13 @@ export function defineScripts(redis: Redis): void {
   redis.defineCommand('logdAppend', { numberOfKeys: 2, lua: script('append') });
   redis.defineCommand('logdAck', { numberOfKeys: 2, lua: script('ack') });
   redis.defineCommand('logdDead', { numberOfKeys: 3, lua: script('dead') });
+  redis.defineCommand('logdReplay', { numberOfKeys: 3, lua: script('replay') });
 }
 
 export interface Frame {
   id: string;
+  /** times the group has delivered it (1 = first delivery) */
+  deliveries: number;
   /** number of logs */
   n: number;
   /** COPY text rows, newline-terminated */
@@ -43,20 +47,34 @@ export interface Frame {
 /** A stream entry that is not a frame logd wrote. */
 export interface BadEntry {
   id: string;
+  deliveries: number;
   fields: string[];
   why: string;
 }
 
-export function parseEntry([id, fields]: Raw): Frame | BadEntry {
-  if (fields === null) return { id, fields: [], why: 'entry was deleted from the stream' };
+export function parseEntry([id, fields]: Raw, deliveries: number): Frame | BadEntry {
+  if (fields === null) return { id, deliveries, fields: [], why: 'entry was deleted from the stream' };
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  if (f.v !== '1') return { id, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
+  if (f.v !== '1') return { id, deliveries, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
   const n = Number(f.n);
   if (!Number.isInteger(n) || n < 1 || typeof f.r !== 'string' || !f.r.endsWith('\n')) {
-    return { id, fields, why: 'malformed frame' };
+    return { id, deliveries, fields, why: 'malformed frame' };
   }
-  return { id, n, rows: f.r };
+  return { id, deliveries, n, rows: f.r };
+}
+
+/** An entry of the dead-letter stream. */
+export interface DeadLetter {
+  id: string;
+  /** the stream entry it was */
+  entry: string;
+  error: string;
+  failedAt: string;
+  /** logs in it (0: not a frame) */
+  logs: number;
+  /** its COPY rows, when it was a frame */
+  rows?: string;
 }
 
 export const isFrame = (e: Frame | BadEntry): e is Frame => !('why' in e);
@@ -81,7 +99,7 @@ export class Queue {
       return await this.redis.logdAppend(this.stream, this.backlogKey, limit, n, rows);
     } catch (err) {
       const msg = (err as Error).message ?? '';
-      if (msg.startsWith('LOGDBACKLOG') || msg.startsWith('OOM')) {
+      if (msg.includes('LOGDBACKLOG') || msg.startsWith('OOM')) {
         throw new LogdError('LOGD_BACKLOG_FULL', undefined, { cause: err });
       }
       throw new LogdError('LOGD_QUEUE_UNAVAILABLE', undefined, { cause: err });
@@ -97,19 +115,32 @@ export class Queue {
     }
   }
 
-  /**
-   * Reads up to `count` entries: first this consumer's own pending ones
-   * (delivered before a crash or a failed batch), then new ones.
-   */
-  async read(consumer: string, count: number, blockMs: number | undefined, pendingFirst: boolean): Promise<(Frame | BadEntry)[]> {
+  /** Reads up to `count` entries never delivered before; blocks up to `blockMs` when given. */
+  async read(consumer: string, count: number, blockMs: number | undefined): Promise<(Frame | BadEntry)[]> {
     const res = (await this.redis.call(
-      'XREADGROUP',
-      'GROUP', this.group, consumer, 'COUNT', count,
-      ...(blockMs === undefined || pendingFirst ? [] : ['BLOCK', blockMs]),
-      'STREAMS', this.stream, pendingFirst ? '0' : '>',
+      'XREADGROUP', 'GROUP', this.group, consumer, 'COUNT', count,
+      ...(blockMs === undefined ? [] : ['BLOCK', blockMs]),
+      'STREAMS', this.stream, '>',
     )) as [string, Raw[]][] | null;
-    if (!res) return [];
-    return res[0][1].map(parseEntry);
+    return res ? res[0][1].map((raw) => parseEntry(raw, 1)) : [];
+  }
+
+  /**
+   * Takes over pending entries idle for at least `minIdleMs`: this
+   * consumer's own (`ownOnly`: left by a crash of this instance's persister)
+   * or anyone's (a dead consumer's). XCLAIM counts the delivery and resets
+   * the idle time, so two persisters do not take the same entry at once.
+   */
+  async recover(consumer: string, count: number, minIdleMs: number, ownOnly: boolean): Promise<(Frame | BadEntry)[]> {
+    const pending = (await this.redis.call(
+      'XPENDING', this.stream, this.group, 'IDLE', minIdleMs, '-', '+', count, ...(ownOnly ? [consumer] : []),
+    )) as [id: string, owner: string, idle: number, deliveries: number][];
+    if (!pending.length) return [];
+    const deliveries = new Map(pending.map(([id, , , n]) => [id, n + 1]));
+    const claimed = (await this.redis.call(
+      'XCLAIM', this.stream, this.group, consumer, minIdleMs, ...pending.map(([id]) => id),
+    )) as Raw[];
+    return claimed.map((raw) => parseEntry(raw, deliveries.get(raw[0]) ?? 1));
   }
 
   /** Acknowledges persisted entries (one round trip), lowers the backlog, trims. */
@@ -132,6 +163,26 @@ export class Queue {
   async firstId(): Promise<string | undefined> {
     const [first] = await this.redis.xrange(this.stream, '-', '+', 'COUNT', 1);
     return first?.[0];
+  }
+
+  /** Dead-letter entries, oldest first. */
+  async deadList(count: number): Promise<DeadLetter[]> {
+    const raw = await this.redis.xrange(this.deadStream, '-', '+', 'COUNT', count);
+    return raw.map(([id, fields]) => {
+      const f: Record<string, string> = {};
+      for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+      return { id, entry: f.entry, error: f.error, failedAt: new Date(Number(f.failed_at) * 1000).toISOString(), logs: Number(f.n) || 0, rows: f.r };
+    });
+  }
+
+  /** Re-queues a dead-letter entry; resolves to the new stream entry ID. */
+  async replay(deadId: string): Promise<string> {
+    return this.redis.logdReplay(this.stream, this.backlogKey, this.deadStream, deadId);
+  }
+
+  /** Entries in the dead-letter stream. */
+  async deadLetters(): Promise<number> {
+    return this.redis.xlen(this.deadStream);
   }
 
   /** Logs accepted and not yet persisted. */

@@ -6,5 +6,6 @@ const sql = (name: string): string => readFileSync(rootPath('src', 'sql', `${nam
 
 export const SQL = {
   claimEntries: sql('claim-entries'),
+  findIngested: sql('find-ingested'),
   pruneIngested: sql('prune-ingested'),
 } as const;

@@ -10,7 +10,9 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config';
 import { embeddedPostgres } from '../config';
 import type { Logger } from '../log';
+import { redisClient } from '../connections';
 import { ensureDatabase, migrate } from '../persist/migrate';
+import { redisWarnings } from '../queue/safety';
 import { startEmbedded } from './embedded';
 import { CONFIG_ENV, ROLE_ENV, type FromChild, type Role, type ToChild } from './messages';
 
@@ -34,6 +36,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
   try {
     if (embeddedPostgres(cfgIn)) await ensureDatabase(cfg);
     await migrate(cfg);
+    await checkRedis(cfg, log);
   } catch (err) {
     await embedded.stop();
     throw err;
@@ -94,6 +97,17 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
     process.on('SIGTERM', () => void stop('SIGTERM'));
     process.on('SIGINT', () => void stop('SIGINT'));
   });
+}
+
+/** Warns when the Redis server could lose or evict accepted logs. */
+async function checkRedis(cfg: Config, log: Logger): Promise<void> {
+  const redis = redisClient(cfg, 'logd:primary');
+  try {
+    await redis.connect();
+    for (const warning of await redisWarnings(redis)) log.warn(warning);
+  } finally {
+    redis.disconnect();
+  }
 }
 
 async function stopChildren(slots: Slot[]): Promise<void> {
