@@ -19,7 +19,7 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
   return {
     async start() {
       await redis.connect();
-      server = await startServer(cfg, new Queue(redis, cfg), pool);
+      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool });
     },
     async stop() {
       server?.stopListening();
