@@ -41,3 +41,15 @@ export function pgConfig(cfg: Config, database = cfg.postgres.database): pg.Clie
     connectionTimeoutMillis: 5000,
   };
 }
+
+/** A short-lived Redis connection (CLI commands, start-up checks). */
+export async function withRedis<T>(cfg: Config, name: string, fn: (redis: Redis) => Promise<T>): Promise<T> {
+  const redis = redisClient(cfg, name);
+  redis.on('error', () => undefined); // connect() and the commands report it
+  await redis.connect();
+  try {
+    return await fn(redis);
+  } finally {
+    redis.disconnect();
+  }
+}

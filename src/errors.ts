@@ -12,6 +12,8 @@ export interface ErrorSpec {
 export const ERRORS = {
   LOGD_INVALID_JSON: { status: 400, message: 'request body is not valid JSON' },
   LOGD_INVALID_UTF8: { status: 400, message: 'request body is not valid UTF-8' },
+  LOGD_UNAUTHORIZED: { status: 401, message: 'a valid bearer token is needed' },
+  LOGD_FORBIDDEN: { status: 403, message: 'the token lacks the scope this route needs' },
   LOGD_NOT_FOUND: { status: 404, message: 'no such route' },
   LOGD_METHOD_NOT_ALLOWED: { status: 405, message: 'method not allowed on this route' },
   LOGD_BODY_TOO_LARGE: { status: 413, message: 'request body exceeds the limit' },

@@ -74,7 +74,7 @@ t.test('logd serve exits non-zero naming the bad key, before starting anything',
 t.test('--help for logd and every command', async (t) => {
   const top = spawnSync(process.execPath, [LOGD_BIN, '--help'], { encoding: 'utf8' });
   t.equal(top.status, 0);
-  for (const command of ['serve', 'migrate', 'dlq']) {
+  for (const command of ['serve', 'migrate', 'status', 'check', 'token', 'dlq']) {
     t.match(top.stdout, new RegExp(`^  ${command} `, 'm'), `logd --help lists ${command}`);
     const r = spawnSync(process.execPath, [LOGD_BIN, command, '--help'], { encoding: 'utf8' });
     t.equal(r.status, 0);

@@ -1,15 +1,12 @@
 /** `logd dlq list` and `logd dlq replay`: inspect and re-queue dead-letter entries. */
 import type { Config } from '../config';
-import { redisClient } from '../connections';
 import { Queue } from '../queue/stream';
+import { withRedis } from '../connections';
 
 const PREVIEW_CHARS = 160;
 
-export async function dlq(cfg: Config, action: string, args: string[], limit: number, out: NodeJS.WritableStream): Promise<number> {
-  const redis = redisClient(cfg, 'logd:cli');
-  redis.on('error', () => undefined); // connect() reports it
-  await redis.connect();
-  try {
+export function dlq(cfg: Config, action: string, args: string[], limit: number, out: NodeJS.WritableStream): Promise<number> {
+  return withRedis(cfg, 'logd:cli', async (redis) => {
     const queue = new Queue(redis, cfg);
     if (action === 'list') {
       const entries = await queue.deadList(limit);
@@ -34,7 +31,5 @@ export async function dlq(cfg: Config, action: string, args: string[], limit: nu
     }
     out.write(`${ids.length - failed} re-queued, ${failed} not\n`);
     return failed ? 1 : 0;
-  } finally {
-    redis.disconnect();
-  }
+  });
 }

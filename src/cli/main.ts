@@ -1,27 +1,132 @@
-/** The command line: `logd <command> [options]`. */
+/** The command line: `logd <command> [options]`; each command declares its help, flags and runner here. */
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config, type Overrides } from '../config';
 import { LogdError } from '../errors';
-import { dlq } from './dlq';
 import { httpWorker } from '../http/worker';
-import { initLogger } from '../log';
+import { initLogger, type Logger } from '../log';
 import { persisterMain } from '../persist/main';
 import { migrate } from '../persist/migrate';
+import { withEmbeddedEndpoints } from '../supervisor/embedded';
 import { runChild } from '../supervisor/child';
 import { serve } from '../supervisor/primary';
+import { check } from './check';
+import { dlq } from './dlq';
+import { status } from './status';
+import { token } from './token';
+
+type Flags = { limit?: string; all?: boolean; name?: string; scope?: string };
+
+interface Command {
+  summary: string;
+  help: string;
+  /** flags of this command, besides --config and --help */
+  flags: readonly string[];
+  positionals: boolean;
+  run(cfg: Config, args: string[], flags: Flags, log: Logger): Promise<number>;
+}
+
+const COMMANDS: Record<string, Command> = {
+  serve: {
+    summary: 'run the collector: HTTP workers, the persister and, when Redis or\n            PostgreSQL is not configured, embedded ones under the data directory',
+    help: `usage: logd serve [--config PATH] [--port N] [--workers N] [--data-dir DIR]
+
+Runs the collector in the foreground. SIGTERM or SIGINT stops it gracefully:
+it stops listening, answers requests in flight, persists what the stream
+holds, and exits 0 (or 1 if server.shutdown_timeout_ms ran out).
+`,
+    flags: ['port', 'workers', 'data-dir'],
+    positionals: false,
+    run: (cfg, _args, _flags, log) => serve(cfg, log),
+  },
+  migrate: {
+    summary: 'apply schema.sql to the configured PostgreSQL (idempotent)',
+    help: `usage: logd migrate [--config PATH] [--data-dir DIR]
+
+Applies schema.sql to the configured PostgreSQL (or a running logd's embedded
+one). Every statement is idempotent; \`logd serve\` does the same at start.
+`,
+    flags: ['data-dir'],
+    positionals: false,
+    run: async (cfg, _args, _flags, log) => {
+      await migrate(withEmbeddedEndpoints(cfg));
+      log.info('schema applied');
+      return 0;
+    },
+  },
+  status: {
+    summary: 'backlog, persist rate and component health of a running logd',
+    help: `usage: logd status [--config PATH] [--data-dir DIR]
+
+Prints the health of Redis and PostgreSQL, the backlog of logs not yet
+persisted, the dead-letter count, and each live persister's rate over one
+second. Exits 0 when healthy, 1 otherwise.
+`,
+    flags: ['data-dir'],
+    positionals: false,
+    run: (cfg) => status(withEmbeddedEndpoints(cfg), process.stdout),
+  },
+  check: {
+    summary: 'validate the configuration and connectivity, in plain words',
+    help: `usage: logd check [--config PATH] [--data-dir DIR]
+
+Validates the configuration, connects to Redis and PostgreSQL, checks that
+Redis cannot evict or lose the stream and that the schema is applied. Prints
+one line per finding; exits 0 when all is good, 1 otherwise.
+`,
+    flags: ['data-dir'],
+    positionals: false,
+    run: (cfg) => check(withEmbeddedEndpoints(cfg), process.stdout),
+  },
+  token: {
+    summary: 'create, list or revoke bearer tokens (scopes: ingest, read, admin)',
+    help: `usage: logd token create --name NAME --scope SCOPE[,SCOPE...] [--config PATH]
+       logd token list [--config PATH]
+       logd token revoke ID [--config PATH]
+
+Once any active token exists, every route but /health and the API docs needs
+\`Authorization: Bearer <token>\` with the route's scope: ingest (POST
+/api/log, /api/logs/batch), read (GET /api/logs..., /api/stats), admin
+(everything, /metrics). \`create\` prints the token once; only its SHA-256
+hash is stored (Redis hash logd:tokens). Revocation takes effect within about
+a second.
+`,
+    flags: ['name', 'scope', 'data-dir'],
+    positionals: true,
+    run: (cfg, [action, ...ids], flags) => {
+      if (!['create', 'list', 'revoke'].includes(action)) return usage('token');
+      return token(withEmbeddedEndpoints(cfg), action, ids, flags, process.stdout, process.stderr);
+    },
+  },
+  dlq: {
+    summary: 'list or re-queue dead-letter entries (logs PostgreSQL refused)',
+    help: `usage: logd dlq list [--limit N] [--config PATH]
+       logd dlq replay (ID... | --all) [--limit N] [--config PATH]
+
+Entries the persister could not store are moved to the dead-letter stream
+(queue.dead_stream, default logs:dead) with the error. \`list\` shows them
+(oldest first, at most --limit, default 100); \`replay\` re-queues the given
+entries (or, with --all, the first --limit) into the stream for the
+persister, and removes them from the dead-letter stream. Fix the cause first
+(a replayed entry that fails again comes back).
+`,
+    flags: ['limit', 'all', 'data-dir'],
+    positionals: true,
+    run: (cfg, [action, ...ids], flags) => {
+      if ((action !== 'list' && action !== 'replay') || (action === 'replay' && !ids.length && !flags.all)) return usage('dlq');
+      return dlq(withEmbeddedEndpoints(cfg), action, ids, intFlag('limit', flags.limit) ?? 100, process.stdout);
+    },
+  },
+};
 
 const USAGE = `usage: logd <command> [options]
 
 commands:
-  serve     run the collector: HTTP workers, the persister and, when Redis or
-            PostgreSQL is not configured, embedded ones under the data directory
-  migrate   apply schema.sql to the configured PostgreSQL (idempotent)
-  dlq       list or re-queue dead-letter entries (logs PostgreSQL refused)
+${Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(8)}  ${c.summary}`).join('\n')}
 
 options (every command):
   --config PATH     TOML configuration file (see conf/logd.toml)
-  -h, --help        this help
+  -h, --help        help; \`logd <command> --help\` for a command's
 
 options of serve:
   --port N          HTTP port (server.port, default 8000)
@@ -32,29 +137,10 @@ Environment: LOGD_<SECTION>_<KEY> overrides any option (LOGD_SERVER_PORT=9000);
 POSTGRES_HOST/PORT/USER/PASSWORD/DB and REDIS_HOST/PORT select external services.
 `;
 
-const HELP: Record<string, string> = {
-  serve: `usage: logd serve [--config PATH] [--port N] [--workers N] [--data-dir DIR]
-
-Runs the collector in the foreground. SIGTERM or SIGINT stops it gracefully:
-it stops listening, answers requests in flight, persists the current batch,
-and exits 0 (or 1 if server.shutdown_timeout_ms ran out).
-`,
-  migrate: `usage: logd migrate [--config PATH]
-
-Applies schema.sql to the configured PostgreSQL. Every statement is idempotent;
-\`logd serve\` does the same at start.
-`,
-  dlq: `usage: logd dlq list [--limit N] [--config PATH]
-       logd dlq replay (ID... | --all) [--limit N] [--config PATH]
-
-Entries the persister could not store are moved to the dead-letter stream
-(queue.dead_stream, default logs:dead) with the error. \`list\` shows them
-(oldest first, at most --limit, default 100); \`replay\` re-queues the given
-entries (or, with --all, the first --limit) into the stream for the
-persister, and removes them from the dead-letter stream. Fix the cause first
-(a replayed entry that fails again comes back).
-`,
-};
+function usage(command: string): Promise<number> {
+  process.stderr.write(COMMANDS[command].help);
+  return Promise.resolve(2);
+}
 
 function intFlag(name: string, raw: string | undefined): number | undefined {
   if (raw === undefined) return undefined;
@@ -63,76 +149,64 @@ function intFlag(name: string, raw: string | undefined): number | undefined {
   return n;
 }
 
+const FLAG_TYPES = {
+  config: { type: 'string' }, port: { type: 'string' }, workers: { type: 'string' }, 'data-dir': { type: 'string' },
+  limit: { type: 'string' }, all: { type: 'boolean' }, name: { type: 'string' }, scope: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export async function main(argv: string[]): Promise<number> {
   if (cluster.isWorker) {
     await runChild({ http: httpWorker, persister: persisterMain });
     return -1; // the child keeps running
   }
-  const command = argv[0];
-  if (!command || command === '-h' || command === '--help' || command === 'help') {
+  const name = argv[0];
+  if (!name || name === '-h' || name === '--help' || name === 'help') {
     process.stdout.write(USAGE);
-    return command ? 0 : 2;
+    return name ? 0 : 2;
   }
-  if (!(command in HELP)) {
-    process.stderr.write(`logd: unknown command "${command}"\n\n${USAGE}`);
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`logd: unknown command "${name}"\n\n${USAGE}`);
     return 2;
   }
-  let values;
+  const allowed = new Set(['config', 'help', ...command.flags]);
+  let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({
-      args: argv.slice(1),
-      options: {
-        config: { type: 'string' },
-        port: { type: 'string' },
-        workers: { type: 'string' },
-        'data-dir': { type: 'string' },
-        limit: { type: 'string' },
-        all: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-      allowPositionals: true,
-      strict: true,
-    }));
+    ({ values, positionals } = parseArgs({ args: argv.slice(1), options: FLAG_TYPES, allowPositionals: true, strict: true }));
+    const unknown = Object.keys(values).find((k) => !allowed.has(k));
+    if (unknown) throw new Error(`option --${unknown} is not an option of ${name}`);
+    if (!command.positionals && positionals.length) throw new Error(`unexpected argument "${positionals[0]}"`);
   } catch (err) {
-    process.stderr.write(`logd ${command}: ${(err as Error).message}\n\n${HELP[command]}`);
+    process.stderr.write(`logd ${name}: ${(err as Error).message}\n\n${command.help}`);
     return 2;
   }
   if (values.help) {
-    process.stdout.write(HELP[command]);
+    process.stdout.write(command.help);
     return 0;
   }
-  if (command !== 'dlq' && positionals.length) {
-    process.stderr.write(`logd ${command}: unexpected argument "${positionals[0]}"\n\n${HELP[command]}`);
-    return 2;
-  }
   let cfg: Config;
+  let flags: Flags;
   try {
-    const flags: Overrides = { port: intFlag('port', values.port), workers: intFlag('workers', values.workers), dataDir: values['data-dir'] };
-    cfg = loadConfig(values.config ?? process.env.LOGD_CONFIG, process.env, flags);
+    const overrides: Overrides = {
+      port: intFlag('port', values.port as string | undefined),
+      workers: intFlag('workers', values.workers as string | undefined),
+      dataDir: values['data-dir'] as string | undefined,
+    };
+    cfg = loadConfig((values.config as string | undefined) ?? process.env.LOGD_CONFIG, process.env, overrides);
+    flags = { limit: values.limit as string | undefined, all: values.all as boolean | undefined, name: values.name as string | undefined, scope: values.scope as string | undefined };
+    intFlag('limit', flags.limit);
   } catch (err) {
     process.stderr.write(`logd: invalid configuration: ${(err as Error).message}\n`);
     return 2;
   }
-  const log = initLogger(cfg.log.level, command === 'serve' ? 'primary' : command);
+  const log = initLogger(cfg.log.level, name === 'serve' ? 'primary' : name);
   try {
-    if (command === 'migrate') {
-      await migrate(cfg);
-      log.info('schema applied');
-      return 0;
-    }
-    if (command === 'dlq') {
-      const [action, ...ids] = positionals;
-      if ((action !== 'list' && action !== 'replay') || (action === 'replay' && !ids.length && !values.all)) {
-        process.stderr.write(HELP.dlq);
-        return 2;
-      }
-      return await dlq(cfg, action, ids, intFlag('limit', values.limit) ?? 100, process.stdout);
-    }
-    return await serve(cfg, log);
+    return await command.run(cfg, positionals, flags, log);
   } catch (err) {
-    log.fatal({ err }, `${command} failed`);
-    process.stderr.write(`logd ${command}: ${(err as Error).message}\n`);
+    log.fatal({ err }, `${name} failed`);
+    process.stderr.write(`logd ${name}: ${(err as Error).message}\n`);
     return 1;
   }
 }

@@ -3,7 +3,7 @@ import type { HttpResponse } from 'uWebSockets.js';
 import { ERRORS, LogdError, type ErrorCode } from '../errors';
 
 const STATUS_LINES: Record<number, string> = {
-  200: '200 OK', 400: '400 Bad Request', 401: '401 Unauthorized', 404: '404 Not Found',
+  200: '200 OK', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
   405: '405 Method Not Allowed', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
   422: '422 Unprocessable Entity', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
 };
@@ -45,8 +45,15 @@ export function sendJson(x: Exchange, status: number, body: string, headers?: Re
 export const errorBody = (code: ErrorCode, detail: unknown = ERRORS[code].message): string =>
   JSON.stringify({ detail, code });
 
+/** Extra headers some statuses carry. */
+const ERROR_HEADERS: Record<number, Record<string, string>> = {
+  401: { 'www-authenticate': 'Bearer realm="logd"' },
+  403: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' },
+  503: { 'retry-after': '1' },
+};
+
 export function sendError(x: Exchange, err: LogdError): void {
-  const headers = err.status === 503 ? { 'retry-after': '1' } : undefined;
+  const headers = ERROR_HEADERS[err.status];
   sendJson(x, err.status, errorBody(err.code, err.detail), headers);
 }
 

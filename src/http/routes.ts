@@ -7,6 +7,7 @@ import type { HttpRequest } from 'uWebSockets.js';
 import type pg from 'pg';
 import type { Config } from '../config';
 import type { Queue } from '../queue/stream';
+import type { Authenticator } from './auth';
 import { health } from './health';
 import { ingest } from './ingest';
 import { sendJson, type Exchange } from './respond';
@@ -16,6 +17,7 @@ export interface Context {
   cfg: Config;
   queue: Queue;
   pool: pg.Pool;
+  auth: Authenticator;
 }
 
 export type Scope = 'ingest' | 'read' | 'admin' | 'public';

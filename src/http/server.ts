@@ -3,7 +3,8 @@
  * src/http/, so moving to the official build is a package change).
  */
 import uWS from 'uWebSockets.js';
-import { exchange, fail, type Exchange } from './respond';
+import type { LogdError } from '../errors';
+import { exchange, fail, sendError, type Exchange } from './respond';
 import { ROUTES, type Context } from './routes';
 
 export interface Server {
@@ -25,7 +26,16 @@ export function startServer(ctx: Context): Promise<Server> {
   const app = uWS.App();
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
-    app[r.method](r.path, (res, req) => r.handle(begin(res), req, ctx));
+    app[r.method](r.path, (res, req) => {
+      const x = begin(res);
+      try {
+        ctx.auth.check(r.scope, req.getHeader('authorization'));
+      } catch (err) {
+        x.close = r.method === 'post'; // its body is left unread
+        return sendError(x, err as LogdError);
+      }
+      r.handle(x, req, ctx);
+    });
     methods.set(r.path, [...(methods.get(r.path) ?? []), r.method.toUpperCase()]);
   }
   for (const [path, allowed] of methods) {

@@ -5,6 +5,7 @@ import { pgConfig, redisClient } from '../connections';
 import type { Logger } from '../log';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
+import { Authenticator } from './auth';
 import { startServer, type Server } from './server';
 
 /** How often a draining worker looks whether its last request is answered. */
@@ -15,15 +16,18 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const pool = new pg.Pool({ ...pgConfig(cfg), max: 1 });
   pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL connection failed'));
+  const auth = new Authenticator(redis, log);
   let server: Server | undefined;
   return {
     async start() {
       await redis.connect();
-      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool });
+      await auth.start();
+      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool, auth });
     },
     async stop() {
       server?.stopListening();
       while (server && server.inflight() > 0) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      auth.stop();
       redis.disconnect();
       await pool.end();
     },

@@ -108,10 +108,10 @@ function checkReachable(dir: string, owner: { uid: number }): void {
   }
 }
 
-async function startRedis(dir: string, log: Logger): Promise<{ socket: string; child: ChildProcess }> {
+async function startRedis(socket: string, log: Logger): Promise<ChildProcess> {
   const bin = which(['redis-server', '/usr/bin/redis-server'], 'install Redis (apt-get install redis-server)');
+  const dir = path.dirname(socket);
   mkdirSync(dir, { recursive: true });
-  const socket = path.join(dir, 'redis.sock');
   const logFile = path.join(dir, 'redis.log');
   const out = openSync(logFile, 'a');
   // The safe settings of conf/redis.conf: AOF, and a policy that never evicts the stream.
@@ -134,7 +134,7 @@ async function startRedis(dir: string, log: Logger): Promise<{ socket: string; c
     }
   }, START_TIMEOUT_MS, logFile);
   log.info({ socket }, 'embedded redis-server started');
-  return { socket, child };
+  return child;
 }
 
 async function startPostgres(cfg: Config, dir: string, log: Logger): Promise<ChildProcess> {
@@ -158,7 +158,7 @@ async function startPostgres(cfg: Config, dir: string, log: Logger): Promise<Chi
     '-D', dir, '-k', dir, '-p', String(PG_PORT), '-c', 'listen_addresses=',
   ], { ...asOwner, stdio: ['ignore', out, out], detached: true });
   closeSync(out);
-  const probeCfg = { ...cfg, postgres: { ...cfg.postgres, host: dir, port: PG_PORT } };
+  const probeCfg = withEmbeddedEndpoints(cfg);
   await until('embedded postgres', async () => {
     if (child.exitCode !== null) throw new Error('exited');
     const c = new pg.Client(pgConfig(probeCfg, 'postgres'));
@@ -191,6 +191,17 @@ async function waitGone(pidFile: string): Promise<void> {
   }
 }
 
+/**
+ * The configuration with the embedded services' sockets filled in for
+ * whichever of Redis and PostgreSQL is not configured (what a running
+ * `logd serve` on this data directory uses; CLI commands connect with it).
+ */
+export function withEmbeddedEndpoints(cfg: Config): Config {
+  const redis = embeddedRedis(cfg) ? { ...cfg.redis, host: path.join(cfg.data.dir, 'redis', 'redis.sock') } : cfg.redis;
+  const postgres = embeddedPostgres(cfg) ? { ...cfg.postgres, host: path.join(cfg.data.dir, 'pg'), port: PG_PORT } : cfg.postgres;
+  return Object.freeze({ ...cfg, redis: Object.freeze(redis), postgres: Object.freeze(postgres) }) as Config;
+}
+
 /** Starts whichever of Redis and PostgreSQL is not configured; returns the completed configuration. */
 export async function startEmbedded(cfg: Config, log: Logger): Promise<Embedded> {
   const wantRedis = embeddedRedis(cfg);
@@ -218,23 +229,16 @@ export async function startEmbedded(cfg: Config, log: Logger): Promise<Embedded>
     rmSync(lock, { force: true });
   };
   let pgChild: ChildProcess | undefined;
-  let redis = cfg.redis;
-  let postgres = cfg.postgres;
+  const completed = withEmbeddedEndpoints(cfg);
   try {
-    if (wantRedis) {
-      const r = await startRedis(path.join(dataDir, 'redis'), log);
-      children.push(r.child);
-      redis = { ...redis, host: r.socket };
-    }
+    if (wantRedis) children.push(await startRedis(completed.redis.host, log));
     if (wantPg) {
-      pgChild = await startPostgres(cfg, path.join(dataDir, 'pg'), log);
+      pgChild = await startPostgres(cfg, completed.postgres.host, log);
       children.push(pgChild);
-      postgres = { ...postgres, host: path.join(dataDir, 'pg'), port: PG_PORT };
     }
   } catch (err) {
     await stop();
     throw err;
   }
-  const completed = Object.freeze({ ...cfg, redis: Object.freeze(redis), postgres: Object.freeze(postgres) }) as Config;
   return { cfg: completed, stop };
 }

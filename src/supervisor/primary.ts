@@ -10,7 +10,7 @@ import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config';
 import { embeddedPostgres } from '../config';
 import type { Logger } from '../log';
-import { redisClient } from '../connections';
+import { withRedis } from '../connections';
 import { ensureDatabase, migrate } from '../persist/migrate';
 import { redisWarnings } from '../queue/safety';
 import { startEmbedded } from './embedded';
@@ -101,13 +101,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
 
 /** Warns when the Redis server could lose or evict accepted logs. */
 async function checkRedis(cfg: Config, log: Logger): Promise<void> {
-  const redis = redisClient(cfg, 'logd:primary');
-  try {
-    await redis.connect();
-    for (const warning of await redisWarnings(redis)) log.warn(warning);
-  } finally {
-    redis.disconnect();
-  }
+  for (const warning of await withRedis(cfg, 'logd:primary', redisWarnings)) log.warn(warning);
 }
 
 async function stopChildren(slots: Slot[]): Promise<void> {

@@ -1,0 +1,62 @@
+/**
+ * Authentication of requests. Open while no token exists; once any active
+ * token exists, every route but the public ones needs a bearer token with its
+ * scope (`admin` holds every scope). No token, or an unknown or revoked one:
+ * 401; a valid token without the route's scope: 403 (RFC 6750
+ * insufficient_scope). Each worker keeps the active tokens in memory and
+ * reloads them when `logd:tokens:version` changes (checked every second), so
+ * a revocation takes effect within about a second; while Redis is
+ * unreachable the last known set stays in force.
+ */
+import type Redis from 'ioredis';
+import { LogdError } from '../errors';
+import { matches, tokenId, TOKENS_KEY, TOKENS_VERSION_KEY, type TokenRecord } from '../auth/tokens';
+import type { Logger } from '../log';
+import type { Scope } from './routes';
+
+const RELOAD_CHECK_MS = 1000;
+
+export class Authenticator {
+  private active = new Map<string, TokenRecord>();
+  private version: string | null | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly redis: Redis, private readonly log: Logger) {}
+
+  /** Loads the tokens, then keeps them current. */
+  async start(): Promise<void> {
+    await this.refresh();
+    this.timer = setInterval(() => void this.refresh().catch((err) => this.log.warn({ err: err.message }, 'cannot reload tokens; keeping the last known set')), RELOAD_CHECK_MS);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async refresh(): Promise<void> {
+    const version = await this.redis.get(TOKENS_VERSION_KEY);
+    if (version === this.version) return;
+    const all = await this.redis.hgetall(TOKENS_KEY);
+    const active = new Map<string, TokenRecord>();
+    for (const json of Object.values(all)) {
+      const r = JSON.parse(json) as TokenRecord;
+      if (!r.revoked_at) active.set(r.id, r);
+    }
+    this.active = active;
+    this.version = version;
+  }
+
+  /** Throws LOGD_UNAUTHORIZED / LOGD_FORBIDDEN unless `authorization` grants `scope`. */
+  check(scope: Scope, authorization: string): void {
+    if (scope === 'public' || this.active.size === 0) return;
+    const token = authorization.startsWith('Bearer ') ? authorization.slice(7).trim() : '';
+    const id = token ? tokenId(token) : undefined;
+    const record = id ? this.active.get(id) : undefined;
+    if (!record || !matches(record, token)) {
+      throw new LogdError('LOGD_UNAUTHORIZED', token ? 'the bearer token is not valid' : 'this route needs a bearer token (Authorization: Bearer <token>)');
+    }
+    if (!record.scopes.includes(scope) && !record.scopes.includes('admin')) {
+      throw new LogdError('LOGD_FORBIDDEN', `the token lacks the "${scope}" scope`);
+    }
+  }
+}
