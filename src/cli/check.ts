@@ -1,7 +1,6 @@
 /** `logd check`: validates the configuration and connectivity, and says what is wrong in plain words. */
 import pg from 'pg';
 import type { Config } from '../config';
-import { embeddedPostgres, embeddedRedis } from '../config';
 import { pgConfig, withRedis } from '../connections';
 import { redisWarnings } from '../queue/safety';
 
@@ -11,11 +10,7 @@ export async function check(cfg: Config, out: NodeJS.WritableStream): Promise<nu
   let problems = 0;
   const ok = (msg: string): void => { out.write(`ok       ${msg}\n`); };
   const problem = (msg: string): void => { problems++; out.write(`PROBLEM  ${msg}\n`); };
-  const warn = (msg: string): void => { out.write(`warning  ${msg}\n`); };
   ok('configuration is valid');
-  if (embeddedRedis(cfg) || embeddedPostgres(cfg)) {
-    warn(`${[embeddedRedis(cfg) && 'Redis', embeddedPostgres(cfg) && 'PostgreSQL'].filter(Boolean).join(' and ')} not configured: \`logd serve\` runs embedded ones under ${cfg.data.dir}; checking those (start logd first)`);
-  }
   const r = cfg.redis;
   try {
     const warnings = await withRedis(cfg, 'logd:check', async (redis) => {

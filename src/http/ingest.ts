@@ -7,6 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import { LogdError } from '../errors';
+import { logsAccepted, logsRefused } from '../metrics';
 import { copyRow } from '../persist/copy';
 import type { Queue } from '../queue/stream';
 import { readBody } from './body';
@@ -30,6 +31,12 @@ function answer(kind: Kind, entryId: string, count: number, receivedAt: string):
   return `{"status":"received","count":${count},"message_ids":[${ids}],"received_at":"${receivedAt}"}`;
 }
 
+/** Logs in a parsed body that failed validation (a batch's array length, else one). */
+function countLogs(kind: Kind, body: unknown): number {
+  const logs = kind === 'batch' ? (body as { logs?: unknown } | null)?.logs : undefined;
+  return Array.isArray(logs) ? Math.max(1, logs.length) : 1;
+}
+
 /** Handles one ingest request (synchronously up to the append). */
 export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: HttpRequest): void {
   const contentType = req.getHeader('content-type');
@@ -50,12 +57,22 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
       return fail(x, 'LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
     }
     const verdict = validateBody(kind, body, text.includes('\\u'));
-    if (!verdict.ok) return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);
+    if (!verdict.ok) {
+      logsRefused.inc({ reason: 'invalid' }, countLogs(kind, body));
+      return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);
+    }
     const receivedAt = new Date().toISOString();
     const n = verdict.entries.length;
     queue.append(cfg.queue.max_backlog, n, encodeRows(verdict.entries, receivedAt)).then(
-      (id) => sendJson(x, 200, answer(kind, id, n, receivedAt)),
-      (err) => sendError(x, err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err })),
+      (id) => {
+        logsAccepted.inc(n);
+        sendJson(x, 200, answer(kind, id, n, receivedAt));
+      },
+      (err) => {
+        const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
+        logsRefused.inc({ reason: e.code === 'LOGD_BACKLOG_FULL' ? 'backlog' : 'unavailable' }, n);
+        sendError(x, e);
+      },
     );
   });
 }

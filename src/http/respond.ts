@@ -1,6 +1,7 @@
 /** Writing responses: JSON bodies, catalogue errors, and never a write to an aborted response. */
 import type { HttpResponse } from 'uWebSockets.js';
 import { ERRORS, LogdError, type ErrorCode } from '../errors';
+import { log } from '../log';
 
 const STATUS_LINES: Record<number, string> = {
   200: '200 OK', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
@@ -8,38 +9,51 @@ const STATUS_LINES: Record<number, string> = {
   422: '422 Unprocessable Entity', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
 };
 
+/** Status reported for a request whose client went away before the answer (nginx's convention). */
+export const CLIENT_GONE = 499;
+
 /** Per-request state the handlers share with the response writer. */
 export interface Exchange {
   res: HttpResponse;
+  /** the request id: the client's (or nginx's) X-Request-ID, else one made here; in logs and in the answer */
+  id: string;
   /** answered or aborted: nothing may be written any more */
   ended: boolean;
   /** close the connection after answering (draining, or a body left unread) */
   close: boolean;
-  /** runs once, when the exchange ends either way */
-  onEnd: () => void;
+  /** runs once, when the exchange ends either way, with the status sent */
+  onEnd: (status: number) => void;
 }
 
+// Request ids made here: a per-process prefix and a counter (unique, and cheaper than a UUID).
+const ID_PREFIX = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
+let lastId = 0;
+
 /** Starts an exchange; the response must not be used after the client aborts. */
-export function exchange(res: HttpResponse, close: boolean, onEnd: () => void): Exchange {
-  const x: Exchange = { res, ended: false, close, onEnd };
+export function exchange(res: HttpResponse, requestId: string, close: boolean, onEnd: (status: number) => void): Exchange {
+  const x: Exchange = { res, id: requestId || ID_PREFIX + (++lastId).toString(36), ended: false, close, onEnd };
   res.onAborted(() => {
     x.ended = true;
-    onEnd();
+    onEnd(CLIENT_GONE);
   });
   return x;
 }
 
-export function sendJson(x: Exchange, status: number, body: string, headers?: Record<string, string>): void {
+export function send(x: Exchange, status: number, contentType: string, body: string, headers?: Record<string, string>): void {
   if (x.ended) return;
   x.ended = true;
-  x.onEnd();
+  x.onEnd(status);
   x.res.cork(() => {
     x.res.writeStatus(STATUS_LINES[status] ?? String(status));
-    x.res.writeHeader('content-type', 'application/json');
+    x.res.writeHeader('content-type', contentType);
+    x.res.writeHeader('x-request-id', x.id);
     if (headers) for (const [k, v] of Object.entries(headers)) x.res.writeHeader(k, v);
     x.res.end(body, x.close);
   });
 }
+
+export const sendJson = (x: Exchange, status: number, body: string, headers?: Record<string, string>): void =>
+  send(x, status, 'application/json', body, headers);
 
 /** `{"detail": ..., "code": ...}`: FastAPI's shape plus logd's stable code. */
 export const errorBody = (code: ErrorCode, detail: unknown = ERRORS[code].message): string =>
@@ -52,7 +66,9 @@ const ERROR_HEADERS: Record<number, Record<string, string>> = {
   503: { 'retry-after': '1' },
 };
 
+/** Answers with a catalogue error; server-side failures are logged with the request id and cause. */
 export function sendError(x: Exchange, err: LogdError): void {
+  if (err.status >= 500) log().warn({ reqId: x.id, code: err.code, err: err.cause ?? err }, err.message);
   const headers = ERROR_HEADERS[err.status];
   sendJson(x, err.status, errorBody(err.code, err.detail), headers);
 }

@@ -10,7 +10,9 @@ import type { Queue } from '../queue/stream';
 import type { Authenticator } from './auth';
 import { health } from './health';
 import { ingest } from './ingest';
-import { sendJson, type Exchange } from './respond';
+import { LogdError } from '../errors';
+import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
+import { send, sendError, sendJson, type Exchange } from './respond';
 
 /** What handlers share in one worker. */
 export interface Context {
@@ -34,6 +36,13 @@ export interface Route {
 export const ROUTES: Route[] = [
   { method: 'post', path: '/api/log', scope: 'ingest', handle: (x, req, ctx) => ingest('single', ctx.cfg, ctx.queue, x, req) },
   { method: 'post', path: '/api/logs/batch', scope: 'ingest', handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req) },
+  {
+    method: 'get', path: '/metrics', scope: 'admin',
+    handle: (x) => void clusterMetrics().then(
+      (text) => send(x, 200, METRICS_CONTENT_TYPE, text),
+      (err) => sendError(x, new LogdError('LOGD_INTERNAL', 'cannot gather the metrics of all processes', { cause: err })),
+    ),
+  },
   {
     method: 'get', path: '/health', scope: 'public',
     handle: (x, _req, ctx) => void health(ctx.cfg, ctx.queue, ctx.pool).then(({ status, body }) => sendJson(x, status, body)),

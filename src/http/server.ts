@@ -4,6 +4,7 @@
  */
 import uWS from 'uWebSockets.js';
 import type { LogdError } from '../errors';
+import { httpDuration, httpRequests } from '../metrics';
 import { exchange, fail, sendError, type Exchange } from './respond';
 import { ROUTES, type Context } from './routes';
 
@@ -18,16 +19,21 @@ export function startServer(ctx: Context): Promise<Server> {
   let inflight = 0;
   let draining = false;
   let listenSocket: uWS.us_listen_socket | undefined;
-  const begin = (res: uWS.HttpResponse): Exchange => {
+  const begin = (res: uWS.HttpResponse, req: uWS.HttpRequest, route: string): Exchange => {
     inflight++;
-    return exchange(res, draining, () => inflight--);
+    const t0 = performance.now();
+    return exchange(res, req.getHeader('x-request-id'), draining, (status) => {
+      inflight--;
+      httpRequests.inc({ route, status });
+      httpDuration.observe({ route }, (performance.now() - t0) / 1000);
+    });
   };
 
   const app = uWS.App();
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
     app[r.method](r.path, (res, req) => {
-      const x = begin(res);
+      const x = begin(res, req, r.path);
       try {
         ctx.auth.check(r.scope, req.getHeader('authorization'));
       } catch (err) {
@@ -39,9 +45,9 @@ export function startServer(ctx: Context): Promise<Server> {
     methods.set(r.path, [...(methods.get(r.path) ?? []), r.method.toUpperCase()]);
   }
   for (const [path, allowed] of methods) {
-    app.any(path, (res) => fail(begin(res), 'LOGD_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')} ${path}`));
+    app.any(path, (res, req) => fail(begin(res, req, path), 'LOGD_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')} ${path}`));
   }
-  app.any('/*', (res, req) => fail(begin(res), 'LOGD_NOT_FOUND', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
+  app.any('/*', (res, req) => fail(begin(res, req, 'unmatched'), 'LOGD_NOT_FOUND', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
 
   const { host, port } = ctx.cfg.server;
   return new Promise((resolve, reject) => {

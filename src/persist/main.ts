@@ -3,6 +3,7 @@ import os from 'node:os';
 import type { Config } from '../config';
 import { redisClient } from '../connections';
 import type { Logger } from '../log';
+import { trackBacklog } from '../metrics';
 import { HEARTBEAT_MS, publishStatus } from '../queue/status';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
@@ -21,6 +22,8 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   const consumer = consumerName(cfg);
   const persister = new Persister(cfg, new Queue(reader, cfg), consumer, log);
   let done: Promise<void> = Promise.resolve();
+  const statusQueue = new Queue(beat, cfg);
+  trackBacklog(() => statusQueue.backlog());
   let timer: NodeJS.Timeout | undefined;
   const publish = (): void => {
     publishStatus(beat, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats })

@@ -17,6 +17,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import type { Config } from '../config';
 import { pgConfig } from '../connections';
 import type { Logger } from '../log';
+import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metrics';
 import { SQL } from '../sql';
 import { isFrame, type BadEntry, type Frame, type Queue } from '../queue/stream';
 import { COPY_COLUMNS } from './copy';
@@ -169,11 +170,15 @@ export class Persister {
 
   private async deadLetter(entry: Frame | BadEntry, why: string): Promise<void> {
     this.log.error({ entry: entry.id, why }, 'moving stream entry to the dead-letter stream');
-    if (await this.retry('dead-letter entry', () => this.queue.kill(entry, why))) this.stats.dead++;
+    if (await this.retry('dead-letter entry', () => this.queue.kill(entry, why))) {
+      this.stats.dead++;
+      deadLettered.inc();
+    }
   }
 
   /** One transaction: record entry IDs, COPY the new ones' rows, COMMIT; then ack. */
   private async load(frames: Frame[]): Promise<void> {
+    const t0 = performance.now();
     const client = await this.pool.connect();
     let broken: Error | undefined;
     let loaded = 0;
@@ -203,6 +208,9 @@ export class Persister {
     await this.retry('acknowledge batch', () => this.queue.ack(frames));
     this.stats.batches++;
     this.stats.rows += loaded;
+    rowsPersisted.inc(loaded);
+    batchSize.observe(loaded);
+    batchDuration.observe((performance.now() - t0) / 1000);
     this.log.debug({ frames: frames.length, rows: loaded }, 'batch persisted');
   }
 

@@ -11,6 +11,7 @@ import type { Config } from '../config';
 import { embeddedPostgres } from '../config';
 import type { Logger } from '../log';
 import { withRedis } from '../connections';
+import { serveClusterMetrics } from '../metrics';
 import { ensureDatabase, migrate } from '../persist/migrate';
 import { redisWarnings } from '../queue/safety';
 import { startEmbedded } from './embedded';
@@ -74,6 +75,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
       setTimeout(() => { if (!stopping) fork(slot); }, delay);
     });
   };
+  serveClusterMetrics();
   for (const s of slots) fork(s);
 
   return new Promise<number>((resolve) => {

@@ -1,0 +1,112 @@
+/**
+ * Prometheus metrics (prom-client), every name prefixed `logd_`. Each
+ * process (HTTP workers, persister) counts its own; GET /metrics, served by
+ * whichever HTTP worker gets it, asks the primary, which gathers and
+ * aggregates all children over node:cluster IPC (prom-client's
+ * AggregatorRegistry): counters and histograms are summed, the backlog gauge
+ * (set by the persister) takes the maximum.
+ */
+import cluster from 'node:cluster';
+import { AggregatorRegistry, Counter, Gauge, Histogram, collectDefaultMetrics, register } from 'prom-client';
+
+export const METRICS_CONTENT_TYPE = register.contentType;
+
+collectDefaultMetrics({ prefix: 'logd_' });
+
+export const httpRequests = new Counter({
+  name: 'logd_http_requests_total',
+  help: 'HTTP requests answered, by route pattern and status (499: the client went away first)',
+  labelNames: ['route', 'status'] as const,
+});
+
+export const httpDuration = new Histogram({
+  name: 'logd_http_request_duration_seconds',
+  help: 'time from the request line to the answer, by route pattern',
+  labelNames: ['route'] as const,
+  buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+});
+
+export const logsAccepted = new Counter({ name: 'logd_logs_accepted_total', help: 'logs acknowledged with 200 (in the stream)' });
+
+export const logsRefused = new Counter({
+  name: 'logd_logs_refused_total',
+  help: 'logs in ingest requests refused after parsing, by reason (invalid: 422; backlog, unavailable: 503); requests refused before (400, 413, 415) are in logd_http_requests_total',
+  labelNames: ['reason'] as const,
+});
+
+let readBacklog: (() => Promise<number>) | undefined;
+
+/** In the persister: where the backlog gauge reads the backlog at each scrape. */
+export function trackBacklog(read: () => Promise<number>): void {
+  readBacklog = read;
+}
+
+new Gauge({
+  name: 'logd_stream_backlog_logs',
+  help: 'logs accepted and not yet persisted (the stream backlog), read from Redis by the persister at each scrape',
+  aggregator: 'max',
+  async collect() {
+    if (readBacklog) this.set(await readBacklog().catch(() => Number.NaN));
+  },
+});
+
+export const batchSize = new Histogram({
+  name: 'logd_persister_batch_rows',
+  help: 'rows loaded per COPY transaction',
+  buckets: [1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000],
+});
+
+export const batchDuration = new Histogram({
+  name: 'logd_persister_batch_duration_seconds',
+  help: 'time of one persist transaction (ledger, COPY, COMMIT) plus its acknowledgement',
+  buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+});
+
+export const rowsPersisted = new Counter({ name: 'logd_persisted_rows_total', help: 'rows committed to PostgreSQL' });
+
+export const deadLettered = new Counter({ name: 'logd_dead_lettered_total', help: 'stream entries moved to the dead-letter stream' });
+
+export const cacheLookups = new Counter({
+  name: 'logd_cache_lookups_total',
+  help: 'cache-aside lookups, by cache and result (hit, miss, error)',
+  labelNames: ['cache', 'result'] as const,
+});
+
+// Workers answer the primary's requests for their metrics (the constructor adds the listener).
+const aggregator = new AggregatorRegistry();
+
+type MetricsMessage = { type: 'logd:metrics'; id: number } | { type: 'logd:metrics-result'; id: number; text?: string; error?: string };
+
+/** In the primary: answers workers that ask for the aggregated metrics. */
+export function serveClusterMetrics(): void {
+  cluster.on('message', (worker, m: MetricsMessage) => {
+    if (m?.type !== 'logd:metrics') return;
+    aggregator.clusterMetrics().then(
+      (text) => worker.send({ type: 'logd:metrics-result', id: m.id, text } satisfies MetricsMessage),
+      (err: Error) => worker.send({ type: 'logd:metrics-result', id: m.id, error: err.message } satisfies MetricsMessage),
+    );
+  });
+}
+
+let nextId = 0;
+const waiting = new Map<number, { resolve: (t: string) => void; reject: (e: Error) => void }>();
+
+/** In an HTTP worker: the metrics of the whole instance, from the primary. */
+export function clusterMetrics(): Promise<string> {
+  if (waiting.size === 0) process.on('message', onResult);
+  const id = nextId++;
+  return new Promise((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    process.send!({ type: 'logd:metrics', id } satisfies MetricsMessage);
+  });
+}
+
+function onResult(m: MetricsMessage): void {
+  if (m?.type !== 'logd:metrics-result') return;
+  const w = waiting.get(m.id);
+  if (!w) return;
+  waiting.delete(m.id);
+  if (waiting.size === 0) process.off('message', onResult);
+  if (m.error !== undefined) w.reject(new Error(m.error));
+  else w.resolve(m.text ?? '');
+}

@@ -1,0 +1,105 @@
+/** Bearer tokens: every route x every scope, revocation, and tokens never logged. */
+import { spawnSync } from 'node:child_process';
+import t from 'tap';
+import { ROUTES } from '../src/http/routes';
+import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
+import { LOGD_BIN, request, serviceEnv, startLogd } from './helpers/logd';
+
+const SCOPES = ['ingest', 'read', 'admin'] as const;
+
+t.test('authentication', async (t) => {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const logd = await startLogd({ redis, pg, workers: 2, env: { LOGD_LOG_LEVEL: 'debug' } });
+  t.teardown(async () => {
+    await logd.stop();
+    await cleanupAll();
+  });
+  const cli = (...args: string[]) => spawnSync(process.execPath, [LOGD_BIN, 'token', ...args], { env: { ...process.env, ...serviceEnv(redis, pg) }, encoding: 'utf8', timeout: 20_000 });
+  const call = (route: (typeof ROUTES)[number], token?: string, fresh = false) => {
+    const path = route.path.replace(/:[a-z_]+/g, 'auth-dev');
+    const body = route.path === '/api/logs/batch'
+      ? JSON.stringify({ logs: [{ device_id: 'auth-dev', log_level: 'INFO', message: 'm' }] })
+      : JSON.stringify({ device_id: 'auth-dev', log_level: 'INFO', message: 'm' });
+    return request(`${logd.url}${path}`, {
+      method: route.method.toUpperCase(),
+      headers: {
+        ...(token ? { authorization: `Bearer ${token}` } : {}),
+        ...(route.method === 'post' ? { 'content-type': 'application/json' } : {}),
+        ...(fresh ? { connection: 'close' } : {}),
+      },
+      ...(route.method === 'post' ? { body } : {}),
+    });
+  };
+
+  await t.test('open while no token exists', async (t) => {
+    for (const route of ROUTES) {
+      const r = await call(route);
+      t.notOk([401, 403].includes(r.status), `${route.method.toUpperCase()} ${route.path} answers ${r.status} without a token`);
+    }
+  });
+
+  const tokens: Record<string, string> = {};
+  for (const scope of SCOPES) {
+    const r = cli('create', '--name', `t-${scope}`, '--scope', scope);
+    t.equal(r.status, 0, r.stderr);
+    tokens[scope] = r.stdout.trim();
+    t.match(tokens[scope], /^logd_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$/);
+  }
+  // Each worker reloads tokens within about a second of a change; 20 answers
+  // in a row on new connections (spread over the workers by the kernel) say all have.
+  const allWorkers = (what: string, route: (typeof ROUTES)[number], token: string | undefined, ok: (status: number) => boolean) =>
+    waitFor(`every worker to ${what}`, async () => {
+      for (let i = 0; i < 20; i++) if (!ok((await call(route, token, true)).status)) return false;
+      return true;
+    }, 10_000);
+  const ingestRoute = ROUTES.find((r) => r.scope === 'ingest')!;
+  await allWorkers('know the last token created', ingestRoute, tokens.admin, (s) => s === 200);
+  await allWorkers('refuse requests without a token', ingestRoute, undefined, (s) => s === 401);
+
+  await t.test('every route x every scope', async (t) => {
+    for (const route of ROUTES) {
+      const name = `${route.method.toUpperCase()} ${route.path}`;
+      const none = await call(route);
+      if (route.scope === 'public') {
+        t.notOk([401, 403].includes(none.status), `${name} is public`);
+        continue;
+      }
+      t.equal(none.status, 401, `${name} without a token: 401`);
+      t.equal(none.body.code, 'LOGD_UNAUTHORIZED');
+      t.match(none.headers.get('www-authenticate'), /^Bearer/);
+      const garbage = await call(route, 'logd_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA');
+      t.equal(garbage.status, 401, `${name} with an unknown token: 401`);
+      const forged = await call(route, `${tokens.admin.slice(0, -1)}${tokens.admin.endsWith('A') ? 'B' : 'A'}`);
+      t.equal(forged.status, 401, `${name} with a known id and a wrong secret: 401`);
+      for (const scope of SCOPES) {
+        const r = await call(route, tokens[scope]);
+        if (scope === route.scope || scope === 'admin') t.ok(r.status < 400, `${name} with ${scope}: ${r.status}`);
+        else {
+          t.equal(r.status, 403, `${name} with ${scope}: 403`);
+          t.equal(r.body.code, 'LOGD_FORBIDDEN');
+          t.match(r.headers.get('www-authenticate'), /insufficient_scope/);
+        }
+      }
+    }
+  });
+
+  await t.test('list and revoke', async (t) => {
+    const list = cli('list');
+    t.equal(list.status, 0);
+    t.match(list.stdout, /\tt-ingest\tingest\tcreated \S+\tactive/);
+    t.match(list.stdout, /3 active, 0 revoked/);
+    t.notMatch(list.stdout, /logd_[0-9a-f]{12}_/, 'list never shows a token');
+    const id = tokens.ingest.split('_')[1];
+    const revoke = cli('revoke', id);
+    t.equal(revoke.status, 0);
+    await allWorkers('refuse the revoked token', ingestRoute, tokens.ingest, (s) => s === 401);
+    t.equal((await call(ingestRoute, tokens.admin)).status, 200, 'other tokens still work');
+    t.equal(cli('revoke', 'ffffffffffff').status, 1, 'revoking an unknown id fails');
+    t.equal(cli('create', '--name', 'x', '--scope', 'root').status, 2, 'unknown scope refused');
+  });
+
+  t.test('tokens never appear in logd\'s logs', async (t) => {
+    for (const token of Object.values(tokens)) t.notOk(logd.output().includes(token.split('_')[2]), 'secret not in the output');
+  });
+});
