@@ -10,9 +10,13 @@ import type { Queue } from '../queue/stream';
 import type { Authenticator } from './auth';
 import { health } from './health';
 import { ingest } from './ingest';
-import { LogdError } from '../errors';
+import { LogdError, type ErrorCode } from '../errors';
 import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
-import { send, sendError, sendJson, type Exchange } from './respond';
+import { VERSION } from '../version';
+import { asset, REDOC_PAGE, SWAGGER_PAGE } from './docs';
+import { openApiDocument } from './openapi';
+import { fail, send, sendError, sendJson, type Exchange } from './respond';
+import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas';
 
 /** What handlers share in one worker. */
 export interface Context {
@@ -29,15 +33,53 @@ export interface Route {
   /** uWS pattern: `:name` is a path parameter */
   path: string;
   scope: Scope;
+  /** one line for the OpenAPI document */
+  summary: string;
+  description?: string;
+  /** JSON Schema (type object) of the query parameters, as the handler validates them */
+  query?: object;
+  /** JSON Schema of the JSON body */
+  body?: object;
+  /** the 200 answer */
+  ok: { description: string; schema?: object; contentType?: string };
+  /** catalogue errors the route answers (auth and LOGD_INTERNAL are added for every route) */
+  errors: ErrorCode[];
+  /** left out of the OpenAPI document (the docs' own assets) */
+  hidden?: boolean;
   /** Runs synchronously in the uWS callback (req is valid only until it returns). */
   handle(x: Exchange, req: HttpRequest, ctx: Context): void;
 }
 
+const INGEST_ERRORS: ErrorCode[] = [
+  'LOGD_INVALID_JSON', 'LOGD_INVALID_UTF8', 'LOGD_BODY_TOO_LARGE', 'LOGD_UNSUPPORTED_MEDIA_TYPE',
+  'LOGD_VALIDATION_FAILED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
+];
+const PAGE = 'text/html; charset=utf-8';
+
 export const ROUTES: Route[] = [
-  { method: 'post', path: '/api/log', scope: 'ingest', handle: (x, req, ctx) => ingest('single', ctx.cfg, ctx.queue, x, req) },
-  { method: 'post', path: '/api/logs/batch', scope: 'ingest', handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req) },
+  {
+    method: 'post', path: '/api/log', scope: 'ingest',
+    summary: 'Send one log',
+    description: 'Answers once the log is in the Redis stream; it is in PostgreSQL within one persist batch.',
+    body: { $ref: 'LogEntry' },
+    ok: { description: 'accepted', schema: logReceivedSchema },
+    errors: INGEST_ERRORS,
+    handle: (x, req, ctx) => ingest('single', ctx.cfg, ctx.queue, x, req),
+  },
+  {
+    method: 'post', path: '/api/logs/batch', scope: 'ingest',
+    summary: 'Send 1 to 1000 logs',
+    description: 'All or nothing: one invalid entry refuses the whole batch, naming it.',
+    body: { $ref: 'LogBatch' },
+    ok: { description: 'accepted', schema: batchReceivedSchema },
+    errors: INGEST_ERRORS,
+    handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req),
+  },
   {
     method: 'get', path: '/metrics', scope: 'admin',
+    summary: 'Prometheus metrics of the whole instance',
+    ok: { description: 'Prometheus text format', contentType: 'text/plain; version=0.0.4' },
+    errors: [],
     handle: (x) => void clusterMetrics().then(
       (text) => send(x, 200, METRICS_CONTENT_TYPE, text),
       (err) => sendError(x, new LogdError('LOGD_INTERNAL', 'cannot gather the metrics of all processes', { cause: err })),
@@ -45,6 +87,50 @@ export const ROUTES: Route[] = [
   },
   {
     method: 'get', path: '/health', scope: 'public',
+    summary: 'Health of Redis, PostgreSQL and the persisters',
+    description: '503 when degraded (ingest still accepts) or unhealthy (Redis down), with the reasons.',
+    ok: { description: 'healthy', schema: healthSchema },
+    errors: [],
     handle: (x, _req, ctx) => void health(ctx.cfg, ctx.queue, ctx.pool).then(({ status, body }) => sendJson(x, status, body)),
   },
+  {
+    method: 'get', path: '/openapi.json', scope: 'public',
+    summary: 'This OpenAPI 3.1 document',
+    ok: { description: 'the document', schema: { type: 'object' } },
+    errors: [],
+    handle: (x) => sendJson(x, 200, openApiText()),
+  },
+  {
+    method: 'get', path: '/docs', scope: 'public',
+    summary: 'Interactive API docs (Swagger UI)',
+    ok: { description: 'HTML page', contentType: PAGE },
+    errors: [],
+    handle: (x) => send(x, 200, PAGE, SWAGGER_PAGE),
+  },
+  {
+    method: 'get', path: '/redoc', scope: 'public',
+    summary: 'API reference (ReDoc)',
+    ok: { description: 'HTML page', contentType: PAGE },
+    errors: [],
+    handle: (x) => send(x, 200, PAGE, REDOC_PAGE),
+  },
+  {
+    method: 'get', path: '/docs/assets/:file', scope: 'public', hidden: true,
+    summary: 'Assets of the docs pages',
+    ok: { description: 'a file' },
+    errors: ['LOGD_NOT_FOUND'],
+    handle: (x, req) => {
+      const file = req.getParameter(0);
+      const a = asset(file);
+      if (!a) return fail(x, 'LOGD_NOT_FOUND', `no docs asset ${file}`);
+      send(x, 200, a.type, a.body, { 'cache-control': 'public, max-age=86400' });
+    },
+  },
 ];
+
+let openApi: string | undefined;
+/** Built on first request: every route is in the table by then. */
+function openApiText(): string {
+  openApi ??= JSON.stringify(openApiDocument(ROUTES, VERSION));
+  return openApi;
+}

@@ -51,3 +51,52 @@ export interface LogEntry {
   log_data?: Record<string, unknown>;
   timestamp?: string | number;
 }
+
+/** Answers, for the OpenAPI document. */
+export const logReceivedSchema = {
+  type: 'object',
+  required: ['status', 'message_id', 'received_at'],
+  properties: {
+    status: { const: 'received' },
+    message_id: { type: 'string', description: '<stream entry ID>:<position in the request>', examples: ['1795838279662-0:0'] },
+    received_at: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+export const batchReceivedSchema = {
+  type: 'object',
+  required: ['status', 'count', 'message_ids', 'received_at'],
+  properties: {
+    status: { const: 'received' },
+    count: { type: 'integer', minimum: 1, maximum: MAX_BATCH },
+    message_ids: { type: 'array', items: { type: 'string' }, description: 'one per log, in request order' },
+    received_at: { type: 'string', format: 'date-time' },
+  },
+} as const;
+
+const componentSchema = {
+  type: 'object',
+  required: ['status'],
+  properties: { status: { enum: ['up', 'down'] }, latency_ms: { type: 'number' }, error: { type: 'string' } },
+} as const;
+
+export const healthSchema = {
+  type: 'object',
+  required: ['status', 'reasons', 'components'],
+  properties: {
+    status: { enum: ['healthy', 'degraded', 'unhealthy'], description: 'degraded: ingest still accepts; unhealthy: Redis is down' },
+    reasons: { type: 'array', items: { type: 'string' } },
+    components: {
+      type: 'object',
+      properties: {
+        redis: componentSchema,
+        postgres: componentSchema,
+        stream: {
+          type: 'object',
+          properties: { backlog: { type: 'integer' }, max_backlog: { type: 'integer' }, dead_letters: { type: 'integer' } },
+        },
+        persisters: { type: 'object', additionalProperties: { type: 'object' }, description: 'live persisters by consumer name' },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,44 @@
+/**
+ * Interactive API docs from npm packages, never a CDN: Swagger UI at /docs
+ * and ReDoc at /redoc, both reading /openapi.json. Assets are read from
+ * node_modules on first use and kept in memory.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+
+const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
+
+/** The files /docs/assets/:file may serve. */
+const ASSETS: Record<string, { file: string; type: string }> = {
+  'swagger-ui.css': { file: path.join(swaggerDir, 'swagger-ui.css'), type: 'text/css' },
+  'swagger-ui-bundle.js': { file: path.join(swaggerDir, 'swagger-ui-bundle.js'), type: 'text/javascript' },
+  'redoc.standalone.js': { file: require.resolve('redoc/bundles/redoc.standalone.js'), type: 'text/javascript' },
+};
+
+const loaded = new Map<string, string>();
+
+/** An asset's content and type, or undefined when the name is not one of ASSETS. */
+export function asset(name: string): { body: string; type: string } | undefined {
+  const a = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
+  if (!a) return undefined;
+  let body = loaded.get(name);
+  if (body === undefined) {
+    body = readFileSync(a.file, 'utf8');
+    loaded.set(name, body);
+  }
+  return { body, type: a.type };
+}
+
+export const SWAGGER_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>logd API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });</script>
+</body></html>`;
+
+export const REDOC_PAGE = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>logd API</title></head>
+<body><redoc spec-url="/openapi.json"></redoc>
+<script src="/docs/assets/redoc.standalone.js"></script>
+</body></html>`;
