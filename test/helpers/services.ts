@@ -568,9 +568,13 @@ function postgresRunAs(): Promise<RunAs | undefined> {
   return runAsCache;
 }
 
-/** Gives a directory (recursively) to the postgres user when we are root; postgres wants 0700. */
+/**
+ * Gives a directory made by mkdtemp to the postgres user when we are root
+ * (its contents come from initdb or `cp -a`, which already keeps ownership);
+ * postgres insists on mode 0700.
+ */
 async function givePostgres(dir: string, runAs: RunAs | undefined): Promise<void> {
-  if (runAs) await execFileP('chown', ['-R', `${runAs.uid}:${runAs.gid}`, dir]);
+  if (runAs) await fsp.chown(dir, runAs.uid, runAs.gid);
   await fsp.chmod(dir, 0o700);
 }
 
