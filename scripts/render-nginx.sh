@@ -77,7 +77,11 @@ done
 
 valid_port() { [[ $1 =~ ^[0-9]{1,5}$ ]] && ((10#$1 >= 1 && 10#$1 <= 65535)); }
 
+declare -A seen=()
 for s in "${servers[@]}"; do
+    # A repeated instance would silently get twice the traffic.
+    [[ -z ${seen[$s]:-} ]] || die "instance given twice: $s"
+    seen[$s]=1
     if [[ $s =~ ^unix:/[^[:space:]\;]+$ ]]; then
         continue
     elif [[ $s =~ ^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?):([0-9]+)$ ]]; then

@@ -9,14 +9,17 @@ bash scripts/bootstrap.sh --with-nginx || { echo "0 passed, 1 failed"; exit 1; }
 out=$(mktemp)
 npx tap "$@" 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
-# tap's summary: "# { total: N, pass: N, fail: N, ... }" (fail absent when 0)
+# tap's summary: "# { total: N, pass: N, fail: N, skip: N, todo: N }" (zero counts left out)
 summary=$(grep -E '^# \{ total: ' "$out" | tail -n 1)
-total=$(sed -nE 's/.*total: ([0-9]+).*/\1/p' <<<"$summary")
-pass=$(sed -nE 's/.*pass: ([0-9]+).*/\1/p' <<<"$summary")
 rm -f "$out"
-total=${total:-0}
+count() { sed -nE "s/.*[{ ]$1: ([0-9]+).*/\\1/p" <<<"$summary"; }
+pass=$(count pass)
+failed=$(count fail)
+skip=$(count skip)
+todo=$(count todo)
 pass=${pass:-0}
-failed=$((total - pass))
+failed=${failed:-0}
+skipped=$(( ${skip:-0} + ${todo:-0} ))
 if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
-echo "$pass passed, $failed failed"
+echo "$pass passed, $failed failed, $skipped skipped"
 exit "$rc"

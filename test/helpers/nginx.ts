@@ -1,0 +1,276 @@
+/**
+ * A real nginx (Debian's /usr/sbin/nginx) in front of logd instances, with
+ * the shipped conf/nginx.conf rendered by scripts/render-nginx.sh, as an
+ * operator would run it. Loopback only; never a mock.
+ *
+ * Each nginx gets its own prefix directory (mode 0755: started as root, the
+ * workers run as nobody and must traverse it to write request bodies to
+ * PREFIX/client_body_temp), a free listen port on 127.0.0.1, and runs in the
+ * foreground (`-g 'daemon off;'`) as our child. A detached shell watchdog
+ * sends the master SIGTERM if this process dies without stopping it (tap
+ * SIGKILLs a test file that times out), so no nginx outlives its test.
+ */
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+import { ROOT } from './logd';
+import { freePort, waitFor } from './services';
+
+const execFileP = promisify(execFile);
+
+export const NGINX_BIN = '/usr/sbin/nginx';
+const RENDER = path.join(ROOT, 'scripts', 'render-nginx.sh');
+const STOP_GRACE_MS = 15_000;
+
+/** One line of the `logd` access log format of conf/nginx.conf. */
+export interface AccessEntry {
+  client: string;
+  method: string;
+  /** path and query */
+  uri: string;
+  status: number;
+  userAgent: string;
+  /** $upstream_addr split on ", " and " : " (every upstream tried, in order); [] for "-" */
+  upstreams: string[];
+  /** the X-Request-ID passed to logd (the client's, else nginx's $request_id) */
+  requestId: string;
+}
+
+export interface RenderOptions {
+  /** logd instances, HOST:PORT */
+  upstreams: string[];
+  /** --rate, e.g. "1r/m" */
+  rate?: string;
+  /** --burst (ingest locations) */
+  burst?: number;
+  /** --query-burst */
+  queryBurst?: number;
+}
+
+export interface Nginx {
+  port: number;
+  /** http://127.0.0.1:port */
+  url: string;
+  /** the prefix directory (ends without "/") */
+  prefix: string;
+  /** absolute path of the rendered configuration */
+  conf: string;
+  /** pid of the master */
+  pid: number;
+  /** pids of the current worker processes */
+  workers(): number[];
+  /** parsed PREFIX/logs/access.log (buffered by nginx for up to 1 s: wait for what you expect) */
+  accessLog(): AccessEntry[];
+  /** PREFIX/logs/error.log */
+  errorLog(): string;
+  /** renders again with new options, checks it with `nginx -t`, `nginx -s reload`, waits until only new workers remain */
+  reload(opts: RenderOptions): Promise<void>;
+  /** SIGTERM (fast shutdown), waits for the master to exit, removes the prefix */
+  stop(): Promise<void>;
+}
+
+/** Runs scripts/render-nginx.sh and returns the configuration text. */
+async function render(opts: RenderOptions, listen: string): Promise<string> {
+  const args = [RENDER, '--listen', listen];
+  if (opts.rate !== undefined) args.push('--rate', opts.rate);
+  if (opts.burst !== undefined) args.push('--burst', String(opts.burst));
+  if (opts.queryBurst !== undefined) args.push('--query-burst', String(opts.queryBurst));
+  const { stdout } = await execFileP('bash', [...args, ...opts.upstreams]);
+  return stdout;
+}
+
+const running = new Set<ChildProcess>();
+process.on('exit', () => {
+  // SIGTERM, not SIGKILL: the master then stops its workers (a killed master would orphan them).
+  for (const p of running) p.kill('SIGTERM');
+});
+
+/** Sends SIGTERM to `pid` when our end of its stdin closes without "done" having been written first. */
+function watchdog(pid: number): ChildProcess {
+  const wd = spawn('/bin/sh', ['-c', `read -r line || kill -TERM ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  wd.on('error', () => undefined);
+  wd.stdin!.on('error', () => undefined);
+  wd.unref();
+  if (wd.stdin instanceof net.Socket) wd.stdin.unref();
+  return wd;
+}
+
+function tail(file: string, lines = 20): string {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n').trimEnd();
+  } catch (err) {
+    return `(no ${file}: ${(err as Error).message})`;
+  }
+}
+
+const ACCESS_LINE = /^(\S+) - \S+ \[[^\]]*\] "(\S+) (\S+)[^"]*" (\d{3}) \d+ "[^"]*" "([^"]*)" "[^"]*" upstream: (.*?) response_time: .* request_id: (\S+)$/;
+
+function parseAccessLog(text: string): AccessEntry[] {
+  const out: AccessEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = ACCESS_LINE.exec(line);
+    if (!m) continue;
+    out.push({
+      client: m[1],
+      method: m[2],
+      uri: m[3],
+      status: Number(m[4]),
+      userAgent: m[5],
+      upstreams: m[6] === '-' ? [] : m[6].split(/, | : /),
+      requestId: m[7],
+    });
+  }
+  return out;
+}
+
+async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
+  const prefix = await fsp.mkdtemp(path.join(os.tmpdir(), 'logd-nginx-'));
+  await fsp.chmod(prefix, 0o755);
+  await fsp.mkdir(path.join(prefix, 'logs'), { mode: 0o755 });
+  const conf = path.join(prefix, 'nginx.conf');
+  await fsp.writeFile(conf, await render(opts, `127.0.0.1:${port}`));
+  const outFile = path.join(prefix, 'logs', 'nginx.out');
+  const errorLogFile = path.join(prefix, 'logs', 'error.log');
+  const base = ['-p', `${prefix}/`, '-c', conf];
+  const fd = fs.openSync(outFile, 'a');
+  let proc: ChildProcess;
+  try {
+    proc = spawn(NGINX_BIN, [...base, '-g', 'daemon off;'], { stdio: ['ignore', fd, fd] });
+  } finally {
+    fs.closeSync(fd);
+  }
+  running.add(proc);
+  const wd = watchdog(proc.pid!);
+  let exitReason: string | undefined;
+  const exited = new Promise<void>((resolve) => proc.once('exit', (code, signal) => {
+    exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;
+    running.delete(proc);
+    wd.stdin?.end('done\n');
+    resolve();
+  }));
+  proc.unref();
+  const url = `http://127.0.0.1:${port}`;
+
+  const workers = (): number[] => {
+    const ps = execFileSync('ps', ['-o', 'pid=,ppid=,args=', '-e']).toString();
+    return ps.split('\n').map((l) => l.trim().match(/^(\d+)\s+(\d+)\s+(.*)$/))
+      .filter((m): m is RegExpMatchArray => !!m && Number(m[2]) === proc.pid && m[3].startsWith('nginx: worker process'))
+      .map((m) => Number(m[1]));
+  };
+  const stop = async (): Promise<void> => {
+    if (exitReason === undefined) {
+      proc.ref();
+      proc.kill('SIGTERM');
+      const escalate = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
+      await exited;
+      clearTimeout(escalate);
+    }
+    await fsp.rm(prefix, { recursive: true, force: true });
+  };
+
+  try {
+    await waitFor(`nginx on ${url} to answer /nginx_status`, async () => {
+      if (exitReason !== undefined) throw new Error(`nginx ${exitReason}`);
+      return (await httpRequest(`${url}/nginx_status`)).status === 200;
+    }, 20_000);
+  } catch (err) {
+    const detail = `${(err as Error).message}\n--- ${outFile} ---\n${tail(outFile)}\n--- ${errorLogFile} ---\n${tail(errorLogFile)}`;
+    await stop();
+    throw Object.assign(new Error(`nginx failed to start: ${detail}`), { addressInUse: /Address already in use/.test(detail) });
+  }
+
+  return {
+    port,
+    url,
+    prefix,
+    conf,
+    pid: proc.pid!,
+    workers,
+    accessLog: () => parseAccessLog(fs.readFileSync(path.join(prefix, 'logs', 'access.log'), 'utf8')),
+    errorLog: () => fs.readFileSync(errorLogFile, 'utf8'),
+    async reload(next) {
+      await fsp.writeFile(conf, await render(next, `127.0.0.1:${port}`));
+      await execFileP(NGINX_BIN, [...base, '-t', '-q']);
+      const old = workers();
+      await execFileP(NGINX_BIN, [...base, '-s', 'reload']);
+      await waitFor('nginx to replace its workers after reload', () => {
+        const now = workers();
+        return now.length > 0 && now.every((p) => !old.includes(p));
+      }, 20_000);
+    },
+    stop,
+  };
+}
+
+/** Starts nginx on a free 127.0.0.1 port in front of `opts.upstreams`. */
+export async function startNginx(opts: RenderOptions): Promise<Nginx> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(opts, await freePort());
+    } catch (err) {
+      if (!(err as { addressInUse?: boolean }).addressInUse || attempt >= 3) throw err;
+    }
+  }
+}
+
+export interface HttpReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  /** parsed JSON body, or undefined */
+  body: any;
+}
+
+export interface HttpOptions {
+  method?: string;
+  headers?: Record<string, string | number>;
+  /** sent whole */
+  body?: string | Buffer;
+  /** source address of the client socket (any 127.x.y.z reaches lo) */
+  localAddress?: string;
+  /** keep-alive agent to reuse connections; without one, each request has its own connection */
+  agent?: http.Agent;
+}
+
+/**
+ * One request with node:http (fetch can choose neither the source address nor
+ * a private connection pool). Resolves as soon as the response is complete,
+ * even if the server answered before reading the whole body and closed
+ * (nginx's 413).
+ */
+export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, {
+      method: opts.method ?? 'GET',
+      headers: { ...(opts.agent ? {} : { connection: 'close' }), ...opts.headers },
+      agent: opts.agent ?? false,
+      ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+    });
+    let settled = false;
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        settled = true;
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        resolve({ status: res.statusCode!, headers: res.headers, text, body });
+        // Stops sending a body the server refused; a pooled connection goes back to its agent instead.
+        if (!opts.agent) req.destroy();
+      });
+    });
+    // A write error after the answer (the server stopped reading the body) is expected.
+    req.on('error', (err) => { if (!settled) reject(err); });
+    req.end(opts.body);
+  });
+}
