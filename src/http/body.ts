@@ -4,7 +4,8 @@
  * stops with 413 as soon as the limit is passed, whatever Content-Length
  * claimed.
  */
-import { fail, type Exchange } from './respond';
+import { LogdError } from '../errors';
+import { fail, sendError, type Exchange } from './respond';
 
 /**
  * Calls `done` with the whole body, unless it was refused (413) or the client
@@ -19,6 +20,14 @@ export function readBody(x: Exchange, limit: number, declaredLength: number, don
   }
   const chunks: Buffer[] = [];
   let size = 0;
+  // An exception escaping a uWS callback would kill the worker and every request on it: answer 500 instead.
+  const deliver = (body: Buffer): void => {
+    try {
+      done(body);
+    } catch (err) {
+      sendError(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
+    }
+  };
   x.res.onData((chunk, isLast) => {
     if (x.ended) return;
     size += chunk.byteLength;
@@ -29,10 +38,10 @@ export function readBody(x: Exchange, limit: number, declaredLength: number, don
     }
     if (isLast && chunks.length === 0) {
       // Whole body in one chunk (the common case): use it before returning, no copy.
-      done(Buffer.from(chunk));
+      deliver(Buffer.from(chunk));
       return;
     }
     chunks.push(Buffer.from(chunk.slice(0)));
-    if (isLast) done(Buffer.concat(chunks, size));
+    if (isLast) deliver(Buffer.concat(chunks, size));
   });
 }

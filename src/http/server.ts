@@ -3,7 +3,7 @@
  * src/http/, so moving to the official build is a package change).
  */
 import uWS from 'uWebSockets.js';
-import type { LogdError } from '../errors';
+import { LogdError } from '../errors';
 import { httpDuration, httpRequests } from '../metrics';
 import { exchange, fail, sendError, type Exchange } from './respond';
 import { ROUTES, type Context } from './routes';
@@ -40,7 +40,12 @@ export function startServer(ctx: Context): Promise<Server> {
         x.close = r.method === 'post'; // its body is left unread
         return sendError(x, err as LogdError);
       }
-      r.handle(x, req, ctx);
+      try {
+        r.handle(x, req, ctx);
+      } catch (err) {
+        // Thrown out of a uWS callback, it would kill the worker and every request on it.
+        sendError(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
+      }
     });
     methods.set(r.path, [...(methods.get(r.path) ?? []), r.method.toUpperCase()]);
   }

@@ -244,7 +244,7 @@ export interface Tally {
  * Waits until every acknowledged message is in PostgreSQL (or the deadline
  * passes), then counts. Messages are matched by `prefix`.
  */
-export async function tally(pg: PostgresServer, prefix: string, acked: string[], attempted: string[], timeoutMs = 30_000): Promise<Tally> {
+export async function tally(pg: PostgresServer, prefix: string, acked: string[], attempted: string[], timeoutMs = 10_000): Promise<Tally> {
   const ackedSet = new Set(acked);
   const rowsOf = async (): Promise<Map<string, number>> => {
     const rows = await pg.query<{ message: string; n: string }>(
