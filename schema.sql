@@ -11,11 +11,18 @@ CREATE TABLE IF NOT EXISTS logs (
   indexed_at TIMESTAMPTZ DEFAULT NOW()    -- time the row was written
 );
 
--- Index set: every index slows COPY (SPEC §2: PK + the reference's four
--- indexes 50k rows/s; PK + btree(device_id, created_at) + BRIN(created_at)
--- 157k rows/s), so only what the read path needs.
+-- Index set, chosen by measurement (BENCHMARKS.md, "Index sets"): every
+-- index slows COPY, so only what the read path needs. Both btrees end in
+-- (created_at, id), the read order and the keyset of the cursor:
+-- - device queries and searches by device: logs_device_created_idx;
+-- - searches across devices (level, time, text, data filters applied along
+--   the newest-first scan) and the partial hour of /api/stats?since=:
+--   logs_created_idx. BRIN(created_at) cannot give that order.
+-- No GIN on log_data or message: measured, they cost COPY more than the rare
+-- searches they speed up are worth (q and data filter the index scans).
 CREATE INDEX IF NOT EXISTS logs_device_created_idx ON logs (device_id, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS logs_created_brin_idx ON logs USING BRIN (created_at);
+CREATE INDEX IF NOT EXISTS logs_created_idx ON logs (created_at DESC, id DESC);
+DROP INDEX IF EXISTS logs_created_brin_idx;
 
 -- Stream entries whose logs are committed, written in the same transaction
 -- as their COPY: a redelivered entry found here is acknowledged, not loaded
@@ -27,3 +34,51 @@ CREATE TABLE IF NOT EXISTS logd_ingested (
   persisted_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
   PRIMARY KEY (entry_ms, entry_seq)
 );
+
+-- Statistics rollups (GET /api/stats never scans `logs`, SPEC §3.8). The
+-- persister adds each batch's counts in the same transaction as its COPY, for
+-- the frames it actually loads, so they are exact for committed data and
+-- counted exactly once. All-time counts answer /api/stats; hourly buckets of
+-- created_at (UTC) answer ?since= windows. Per level and per device apart:
+-- a (device, level) grain would make the hourly table up to 5x larger.
+CREATE TABLE IF NOT EXISTS logd_counts_by_level (
+  log_level VARCHAR(20) PRIMARY KEY,
+  n BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS logd_counts_by_device (
+  device_id VARCHAR(50) PRIMARY KEY,
+  n BIGINT NOT NULL
+);
+-- recent_devices: the top 10 by count, read from the front of this index.
+CREATE INDEX IF NOT EXISTS logd_counts_by_device_n_idx ON logd_counts_by_device (n DESC, device_id);
+CREATE TABLE IF NOT EXISTS logd_hourly_by_level (
+  bucket TIMESTAMPTZ NOT NULL,
+  log_level VARCHAR(20) NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (bucket, log_level)
+);
+CREATE TABLE IF NOT EXISTS logd_hourly_by_device (
+  bucket TIMESTAMPTZ NOT NULL,
+  device_id VARCHAR(50) NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (bucket, device_id)
+);
+
+-- Once per database: rollups for the logs stored before they existed. Under
+-- the migration lock, before any persister of this version runs.
+CREATE TABLE IF NOT EXISTS logd_migrations (
+  name TEXT PRIMARY KEY,
+  applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+DO $$
+BEGIN
+  INSERT INTO logd_migrations (name) VALUES ('rollups-backfill') ON CONFLICT DO NOTHING;
+  IF FOUND THEN
+    INSERT INTO logd_counts_by_level SELECT log_level, count(*) FROM logs GROUP BY 1;
+    INSERT INTO logd_counts_by_device SELECT device_id, count(*) FROM logs GROUP BY 1;
+    INSERT INTO logd_hourly_by_level
+      SELECT date_trunc('hour', created_at, 'UTC'), log_level, count(*) FROM logs WHERE created_at IS NOT NULL GROUP BY 1, 2;
+    INSERT INTO logd_hourly_by_device
+      SELECT date_trunc('hour', created_at, 'UTC'), device_id, count(*) FROM logs WHERE created_at IS NOT NULL GROUP BY 1, 2;
+  END IF;
+END $$;

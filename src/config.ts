@@ -26,6 +26,7 @@ const int = (def: number, description: string, minimum = 0, maximum = Number.MAX
   ({ type: 'integer', default: def, description, minimum, maximum });
 const str = (def: string, description: string, choices?: readonly string[]): Leaf & { type: 'string' } =>
   ({ type: 'string', default: def, description, ...(choices ? { enum: choices } : {}) });
+const bool = (def: boolean, description: string): Leaf & { type: 'boolean' } => ({ type: 'boolean', default: def, description });
 
 /** The options, by section. Order here is the order in conf/logd.toml. */
 export const OPTIONS = {
@@ -36,6 +37,7 @@ export const OPTIONS = {
     body_limit_single: int(1048576, 'largest body of POST /api/log, in bytes (1 MiB)', 1),
     body_limit_batch: int(52428800, 'largest body of POST /api/logs/batch, in bytes (50 MiB)', 1),
     shutdown_timeout_ms: int(15000, 'time SIGTERM/SIGINT allows for draining requests and the last persist batch, in ms', 100),
+    drain_ms: int(6000, 'after SIGTERM/SIGINT, workers keep answering open connections (with Connection: close) this long; keep it above the proxy\'s upstream keepalive_timeout (conf/nginx.conf: 5 s), in ms', 0),
   },
   data: {
     dir: str('./var', 'directory for the embedded Redis and PostgreSQL (used only when they are not configured)'),
@@ -54,6 +56,8 @@ export const OPTIONS = {
     user: str('logd', 'PostgreSQL user'),
     password: str('', 'PostgreSQL password; empty = none'),
     database: str('logd', 'PostgreSQL database'),
+    pool_size: int(4, 'PostgreSQL connections per HTTP worker, for reads and /health', 1, 100),
+    statement_timeout_ms: int(30000, 'a read (GET /api/logs..., /api/stats) running longer than this is cancelled and answered 503, in ms', 1),
   },
   queue: {
     group: str('log_workers', 'consumer group the persisters read with'),
@@ -66,6 +70,13 @@ export const OPTIONS = {
     batch_max_rows: int(20000, 'most logs loaded by one COPY transaction, in logs', 1),
     batch_max_wait_ms: int(50, 'longest a batch waits to fill before it is loaded, in ms', 0),
     retry_max_backoff_ms: int(5000, 'cap of the exponential backoff between retries while PostgreSQL fails, in ms', 10),
+  },
+  cache: {
+    enabled: bool(true, 'serve device queries and statistics through the Redis cache (cache-aside)'),
+    device_ttl_s: int(300, 'lifetime of a cached device query; persisting a log of the device invalidates it at once, in s', 1),
+    stats_ttl_s: int(60, 'lifetime of cached statistics; every persisted batch invalidates them at once, in s', 1),
+    timeout_ms: int(100, 'a cache command slower than this is abandoned and the database answers, in ms', 1),
+    max_memory_pct: int(50, 'cache entries are written only while Redis uses less than this share of its maxmemory (the rest is for the stream), in %', 1, 100),
   },
   log: {
     level: str('info', 'log level of logd\'s own JSON logs', ['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
@@ -174,7 +185,10 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     const what = e.keyword === 'additionalProperties' ? 'is not a known option' : e.message;
     throw new LogdError('LOGD_CONFIG_INVALID', `${key || 'config'} ${what}`);
   }
-  const cfg = tree as unknown as { server: { workers: number }; data: { dir: string } };
+  const cfg = tree as unknown as { server: { workers: number; drain_ms: number; shutdown_timeout_ms: number }; data: { dir: string } };
+  if (cfg.server.drain_ms >= cfg.server.shutdown_timeout_ms) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `server.drain_ms (${cfg.server.drain_ms}) must be below server.shutdown_timeout_ms (${cfg.server.shutdown_timeout_ms})`);
+  }
   if (cfg.server.workers === 0) cfg.server.workers = availableParallelism();
   cfg.data.dir = path.resolve(cfg.data.dir);
   return deepFreeze(tree) as unknown as Config;

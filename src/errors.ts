@@ -22,6 +22,12 @@ export const ERRORS = {
   LOGD_INTERNAL: { status: 500, message: 'internal error' },
   LOGD_QUEUE_UNAVAILABLE: { status: 503, message: 'the queue (Redis) is unavailable; retry later' },
   LOGD_BACKLOG_FULL: { status: 503, message: 'the unpersisted backlog is over its limit; retry later' },
+  LOGD_DATABASE_UNAVAILABLE: { status: 503, message: 'the database (PostgreSQL) is unavailable; retry later' },
+  LOGD_QUERY_TIMEOUT: { status: 503, message: 'the query ran longer than postgres.statement_timeout_ms; narrow it (device_id, since, until)' },
+  // Answered by nginx (conf/nginx.conf), in front of logd.
+  LOGD_RATE_LIMITED: { status: 429, message: 'rate limit exceeded; retry after Retry-After seconds' },
+  LOGD_PROXY_ERROR: { status: 500, message: 'the proxy failed' },
+  LOGD_UPSTREAM_UNAVAILABLE: { status: 502, message: 'no logd instance answered; retry later' },
   LOGD_CONFIG_INVALID: { status: 0, message: 'configuration is invalid' },
 } as const satisfies Record<string, ErrorSpec>;
 

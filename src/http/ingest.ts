@@ -9,6 +9,7 @@ import type { Config } from '../config';
 import { LogdError } from '../errors';
 import { logsAccepted, logsRefused } from '../metrics';
 import { copyRow } from '../persist/copy';
+import { frameSummary } from '../persist/summary';
 import type { Queue } from '../queue/stream';
 import { readBody } from './body';
 import { fail, sendError, sendJson, type Exchange } from './respond';
@@ -61,9 +62,10 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
       logsRefused.inc({ reason: 'invalid' }, countLogs(kind, body));
       return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);
     }
-    const receivedAt = new Date().toISOString();
+    const received = Date.now();
+    const receivedAt = new Date(received).toISOString();
     const n = verdict.entries.length;
-    queue.append(cfg.queue.max_backlog, n, encodeRows(verdict.entries, receivedAt)).then(
+    queue.append(cfg.queue.max_backlog, n, encodeRows(verdict.entries, receivedAt), frameSummary(verdict.entries, received)).then(
       (id) => {
         logsAccepted.inc(n);
         sendJson(x, 200, answer(kind, id, n, receivedAt));

@@ -6,6 +6,7 @@
 import type { HttpRequest } from 'uWebSockets.js';
 import type pg from 'pg';
 import type { Config } from '../config';
+import type { Cache } from '../cache/cache';
 import type { Queue } from '../queue/stream';
 import type { Authenticator } from './auth';
 import { health } from './health';
@@ -15,6 +16,8 @@ import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
 import { asset, REDOC_PAGE, SWAGGER_PAGE } from './docs';
 import { openApiDocument } from './openapi';
+import { deviceLogsAnswerSchema, deviceLogsQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema } from './query-schemas';
+import { getDeviceLogs, getStats, searchLogsRoute } from './read';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
 import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas';
 
@@ -24,6 +27,7 @@ export interface Context {
   queue: Queue;
   pool: pg.Pool;
   auth: Authenticator;
+  cache: Cache;
 }
 
 export type Scope = 'ingest' | 'read' | 'admin' | 'public';
@@ -54,6 +58,7 @@ const INGEST_ERRORS: ErrorCode[] = [
   'LOGD_INVALID_JSON', 'LOGD_INVALID_UTF8', 'LOGD_BODY_TOO_LARGE', 'LOGD_UNSUPPORTED_MEDIA_TYPE',
   'LOGD_VALIDATION_FAILED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
 ];
+const READ_ERRORS: ErrorCode[] = ['LOGD_VALIDATION_FAILED', 'LOGD_DATABASE_UNAVAILABLE', 'LOGD_QUERY_TIMEOUT'];
 const PAGE = 'text/html; charset=utf-8';
 
 export const ROUTES: Route[] = [
@@ -74,6 +79,35 @@ export const ROUTES: Route[] = [
     ok: { description: 'accepted', schema: batchReceivedSchema },
     errors: INGEST_ERRORS,
     handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req),
+  },
+  {
+    method: 'get', path: '/api/logs/:device_id', scope: 'read',
+    summary: "A device's newest logs",
+    description: 'Newest first. Served from the Redis cache when it holds a current answer (source: "cache"): '
+      + 'persisting a log of the device invalidates it, so a log is visible once its persist batch is committed.',
+    query: deviceLogsQuerySchema,
+    ok: { description: 'the logs', schema: deviceLogsAnswerSchema },
+    errors: READ_ERRORS,
+    handle: getDeviceLogs,
+  },
+  {
+    method: 'get', path: '/api/logs', scope: 'read',
+    summary: 'Search logs',
+    description: 'Filters combine with AND. Newest first (created_at, then id); pages follow next_cursor (keyset, stable under inserts).',
+    query: searchQuerySchema,
+    ok: { description: 'one page of logs', schema: searchAnswerSchema },
+    errors: READ_ERRORS,
+    handle: searchLogsRoute,
+  },
+  {
+    method: 'get', path: '/api/stats', scope: 'read',
+    summary: 'Log counts: in total, per level, top devices',
+    description: 'From rollups the persister keeps in the transaction of each batch: exact for committed logs, never a scan of the logs table. '
+      + 'With since: the same over created_at >= since, exact to the microsecond.',
+    query: statsQuerySchema,
+    ok: { description: 'the counts', schema: statsAnswerSchema },
+    errors: READ_ERRORS,
+    handle: getStats,
   },
   {
     method: 'get', path: '/metrics', scope: 'admin',

@@ -30,8 +30,9 @@ function pointerToLoc(pointer: string): (string | number)[] {
   });
 }
 
-function toIssue(e: ErrorObject): Issue {
-  const loc = ['body', ...pointerToLoc(e.instancePath)];
+/** An ajv error as a FastAPI `detail` issue; `root` is where the value came from ('body', 'query'). */
+export function toIssue(e: ErrorObject, root: 'body' | 'query' = 'body'): Issue {
+  const loc = [root, ...pointerToLoc(e.instancePath)];
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
     case 'required':
@@ -46,6 +47,12 @@ function toIssue(e: ErrorObject): Issue {
       return { loc, msg: `List should have at least ${p.limit} item${p.limit === 1 ? '' : 's'}`, type: 'too_short' };
     case 'maxItems':
       return { loc, msg: `List should have at most ${p.limit} items`, type: 'too_long' };
+    case 'minimum':
+      return { loc, msg: `Input should be greater than or equal to ${p.limit}`, type: 'greater_than_equal' };
+    case 'maximum':
+      return { loc, msg: `Input should be less than or equal to ${p.limit}`, type: 'less_than_equal' };
+    case 'pattern':
+      return { loc, msg: `String should match pattern '${p.pattern}'`, type: 'string_pattern_mismatch' };
     case 'enum':
       return { loc, msg: `Input should be ${(p.allowedValues as string[]).map((v) => `'${v}'`).join(', ')}`, type: 'enum' };
     case 'type':
@@ -156,12 +163,11 @@ function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boo
     time = normalizeTimestamp(e.timestamp);
     if (time === undefined) out.push(timestampIssue([...loc, 'timestamp']));
   }
-  let data = '{}';
-  if (e.log_data !== undefined) {
-    dataIssues(e.log_data, [...loc, 'log_data'], deepCheckStrings, out);
-    data = JSON.stringify(e.log_data);
-  }
-  if (out.length === before) accepted.push({ device_id: e.device_id, log_level: e.log_level, message: e.message, data, time });
+  if (e.log_data !== undefined) dataIssues(e.log_data, [...loc, 'log_data'], deepCheckStrings, out);
+  if (out.length > before) return;
+  // Only now: JSON.stringify recurses, and a too-deep log_data (refused above) would exhaust the stack.
+  const data = e.log_data === undefined ? '{}' : JSON.stringify(e.log_data);
+  accepted.push({ device_id: e.device_id, log_level: e.log_level, message: e.message, data, time });
 }
 
 export type Verdict = { ok: true; entries: Accepted[] } | { ok: false; issues: Issue[] };

@@ -1,5 +1,6 @@
-/** The HTTP worker process: Redis for the stream, a one-connection pool for /health, the uWS server. */
+/** The HTTP worker process: Redis for the stream, the cache, a PostgreSQL pool for reads and /health, the uWS server. */
 import pg from 'pg';
+import { Cache } from '../cache/cache';
 import type { Config } from '../config';
 import { pgConfig, redisClient } from '../connections';
 import type { Logger } from '../log';
@@ -14,20 +15,27 @@ const DRAIN_POLL_MS = 10;
 export function httpWorker(cfg: Config, log: Logger): RoleMain {
   const redis = redisClient(cfg, 'logd:http');
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
-  const pool = new pg.Pool({ ...pgConfig(cfg), max: 1 });
+  // The timeout bounds a search no index serves (a scan), so it cannot hold PostgreSQL's CPU for long.
+  const pool = new pg.Pool({ ...pgConfig(cfg), max: cfg.postgres.pool_size, statement_timeout: cfg.postgres.statement_timeout_ms });
   pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL connection failed'));
   const auth = new Authenticator(redis, log);
+  const cache = new Cache(cfg, log);
   let server: Server | undefined;
   return {
     async start() {
       await redis.connect();
       await auth.start();
-      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool, auth });
+      cache.start();
+      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool, auth, cache });
     },
     async stop() {
       server?.stopListening();
-      while (server && server.inflight() > 0) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      // Keep answering (with Connection: close) for server.drain_ms, so a proxy's pooled connections are used once
+      // and closed by their last answer instead of being reset when the worker exits.
+      const until = Date.now() + cfg.server.drain_ms;
+      while (server && (server.inflight() > 0 || Date.now() < until)) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
       auth.stop();
+      cache.stop();
       redis.disconnect();
       await pool.end();
     },

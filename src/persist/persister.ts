@@ -3,7 +3,9 @@
  * `logs` with one COPY per batch, and acknowledges only after COMMIT.
  *
  *   XREADGROUP / XCLAIM (recovery) -> batch (rows / wait bounded)
- *     -> BEGIN; record entry IDs (skip those already recorded); COPY; COMMIT
+ *     -> BEGIN; record entry IDs (skip those already recorded); COPY;
+ *        add the loaded frames' counts to the statistics rollups; COMMIT
+ *     -> bump.lua (cached reads of the batch's devices and stats go stale)
  *     -> ack.lua (XACK + backlog + XTRIM MINID)
  *
  * A PostgreSQL outage is retried forever with capped backoff. A frame
@@ -14,6 +16,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { Versions } from '../cache/versions';
 import type { Config } from '../config';
 import { pgConfig } from '../connections';
 import type { Logger } from '../log';
@@ -21,6 +24,7 @@ import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metric
 import { SQL } from '../sql';
 import { isFrame, type BadEntry, type Frame, type Queue } from '../queue/stream';
 import { COPY_COLUMNS } from './copy';
+import { countParams, parseSummary, summarizeRows, type Tally } from './summary';
 
 const COPY_SQL = `COPY logs (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
 /** Frames asked for per XREADGROUP. */
@@ -34,6 +38,15 @@ const isDataError = (err: unknown): boolean => /^2[23]/.test(String((err as { co
 
 const splitId = (id: string): [string, string] => id.split('-') as [string, string];
 
+/** A frame's counts: from the summary the door wrote, or from its rows when it has none (older or hand-written frames). */
+const talliesOf = (f: Frame): Tally[] => parseSummary(f.summary, f.n) ?? summarizeRows(f.rows);
+
+function devicesIn(tallies: Iterable<Tally[]>): Set<string> {
+  const devices = new Set<string>();
+  for (const list of tallies) for (const t of list) devices.add(t[0]);
+  return devices;
+}
+
 export interface PersistStats {
   batches: number;
   rows: number;
@@ -44,6 +57,7 @@ export interface PersistStats {
 export class Persister {
   private running = true;
   private readonly pool: pg.Pool;
+  private readonly versions: Versions;
   private lastPrune = 0;
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
@@ -55,6 +69,7 @@ export class Persister {
   ) {
     this.pool = new pg.Pool({ ...pgConfig(cfg), max: 1 });
     this.pool.on('error', (err) => this.log.warn({ err }, 'idle PostgreSQL connection failed'));
+    this.versions = new Versions(queue.redis, cfg);
   }
 
   /** Asks the loop to finish its current batch and return. */
@@ -87,7 +102,9 @@ export class Persister {
         }
         if (batch.length) this.log.info({ entries: batch.length, from: own ? 'own crash' : 'idle consumers' }, 'recovered pending entries');
       } else {
-        batch = await this.retry('read stream', () => this.fill(draining));
+        // A read that failed may still have been delivered (its reply lost with the connection, e.g. a
+        // Redis restart): those entries sit in our pending list, so take it back before reading on.
+        batch = await this.retry('read stream', () => this.fill(draining), false, () => { recovering = 'own'; });
         if (!batch.length && draining) break;
       }
       if (batch.length) await this.settle(batch);
@@ -110,10 +127,9 @@ export class Persister {
       if (batch.length && left <= 0) break;
       const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
       const got = await this.queue.read(this.consumer, READ_COUNT, block);
-      if (!got.length) {
-        if (batch.length || draining || !this.running) break;
-        continue;
-      }
+      // Nothing new: return, even empty, so that run() gets to its periodic
+      // claim of a dead consumer's entries while no traffic arrives.
+      if (!got.length) break;
       if (!batch.length) deadline = Date.now() + maxWait;
       for (const e of got) {
         batch.push(e);
@@ -162,7 +178,10 @@ export class Persister {
     const done = new Set((await this.retry('look up the ledger', () => this.pool.query<{ entry_ms: string; entry_seq: string }>(SQL.findIngested, [ms, seq])))
       .rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
     const committed = frames.filter((f) => done.has(f.id));
-    if (committed.length) await this.retry('acknowledge batch', () => this.queue.ack(committed));
+    if (committed.length) {
+      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(committed.map(talliesOf))));
+      await this.retry('acknowledge batch', () => this.queue.ack(committed));
+    }
     for (const f of frames) {
       if (!done.has(f.id)) await this.deadLetter(f, `delivered ${f.deliveries} times without being persisted (queue.max_deliveries = ${this.cfg.queue.max_deliveries})`);
     }
@@ -176,9 +195,16 @@ export class Persister {
     }
   }
 
-  /** One transaction: record entry IDs, COPY the new ones' rows, COMMIT; then ack. */
+  /**
+   * One transaction: record entry IDs, COPY the new ones' rows, add their
+   * counts to the rollups, COMMIT; then invalidate cached reads and ack.
+   * Rollups count only the frames loaded here (exactly once, like the rows);
+   * invalidation covers every frame of the batch, in case a crash came
+   * between an earlier COMMIT and its invalidation.
+   */
   private async load(frames: Frame[]): Promise<void> {
     const t0 = performance.now();
+    const tallies = new Map(frames.map((f) => [f.id, talliesOf(f)]));
     const client = await this.pool.connect();
     let broken: Error | undefined;
     let loaded = 0;
@@ -196,6 +222,7 @@ export class Persister {
       if (todo.length) {
         await pipeline(Readable.from(todo.map((f) => f.rows)), client.query(copyFrom(COPY_SQL)));
         for (const f of todo) loaded += f.n;
+        await client.query(SQL.addCounts, countParams(todo.flatMap((f) => tallies.get(f.id)!)));
       }
       await client.query('COMMIT');
     } catch (err) {
@@ -205,6 +232,7 @@ export class Persister {
     } finally {
       client.release(broken && !isDataError(broken) ? broken : undefined);
     }
+    await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
     await this.retry('acknowledge batch', () => this.queue.ack(frames));
     this.stats.batches++;
     this.stats.rows += loaded;
@@ -229,9 +257,10 @@ export class Persister {
   /**
    * Runs `fn` until it succeeds, backing off exponentially up to
    * persister.retry_max_backoff_ms. Data errors are thrown at once when
-   * `dataErrorsFinal` (they would fail the same way forever).
+   * `dataErrorsFinal` (they would fail the same way forever). `onFailure`
+   * runs after each failed attempt.
    */
-  private async retry<T>(what: string, fn: () => Promise<T>, dataErrorsFinal = false): Promise<T> {
+  private async retry<T>(what: string, fn: () => Promise<T>, dataErrorsFinal = false, onFailure?: () => void): Promise<T> {
     let delay = 100;
     for (;;) {
       try {
@@ -243,6 +272,7 @@ export class Persister {
         return v;
       } catch (err) {
         if (dataErrorsFinal && isDataError(err)) throw err;
+        onFailure?.();
         this.stats.lastError = `${what}: ${(err as Error).message}`;
         this.log.warn({ err, what, retryInMs: delay }, 'persister step failed; retrying');
         await new Promise((r) => setTimeout(r, delay));

@@ -19,7 +19,7 @@ type Raw = [id: string, fields: string[] | null];
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string): Result<string, Context>;
+    logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string, summary: string): Result<string, Context>;
     logdAck(stream: string, backlog: string, group: string, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
     logdReplay(stream: string, backlog: string, dead: string, deadId: string): Result<string, Context>;
     logdDead(stream: string, backlog: string, dead: string, group: string, id: string, n: number, error: string, ...fields: string[]): Result<string | null, Context>;
@@ -42,6 +42,8 @@ export interface Frame {
   n: number;
   /** COPY text rows, newline-terminated */
   rows: string;
+  /** its summary (persist/summary.ts), absent in frames written by hand or by an older logd */
+  summary?: string;
 }
 
 /** A stream entry that is not a frame logd wrote. */
@@ -61,7 +63,7 @@ export function parseEntry([id, fields]: Raw, deliveries: number): Frame | BadEn
   if (!Number.isInteger(n) || n < 1 || typeof f.r !== 'string' || !f.r.endsWith('\n')) {
     return { id, deliveries, fields, why: 'malformed frame' };
   }
-  return { id, deliveries, n, rows: f.r };
+  return { id, deliveries, n, rows: f.r, summary: f.s };
 }
 
 /** An entry of the dead-letter stream. */
@@ -94,9 +96,9 @@ export class Queue {
   }
 
   /** Appends a frame; resolves to its entry ID once Redis has it. */
-  async append(limit: number, n: number, rows: string): Promise<string> {
+  async append(limit: number, n: number, rows: string, summary: string): Promise<string> {
     try {
-      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, n, rows);
+      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, n, rows, summary);
     } catch (err) {
       const msg = (err as Error).message ?? '';
       if (msg.includes('LOGDBACKLOG') || msg.startsWith('OOM')) {
@@ -153,7 +155,9 @@ export class Queue {
 
   /** Moves an entry to the dead-letter stream with its error; false if it was no longer pending. */
   async kill(entry: Frame | BadEntry, error: string): Promise<boolean> {
-    const fields = isFrame(entry) ? ['v', '1', 'n', String(entry.n), 'r', entry.rows] : entry.fields;
+    const fields = isFrame(entry)
+      ? ['v', '1', 'n', String(entry.n), 'r', entry.rows, ...(entry.summary === undefined ? [] : ['s', entry.summary])]
+      : entry.fields;
     const n = isFrame(entry) ? entry.n : 0;
     const id = await this.redis.logdDead(this.stream, this.backlogKey, this.deadStream, this.group, entry.id, n, error, ...fields);
     return id !== null;

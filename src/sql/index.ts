@@ -5,7 +5,12 @@ import { rootPath } from '../paths';
 const sql = (name: string): string => readFileSync(rootPath('src', 'sql', `${name}.sql`), 'utf8');
 
 export const SQL = {
+  addCounts: sql('add-counts'),
   claimEntries: sql('claim-entries'),
+  deviceLogs: sql('device-logs'),
   findIngested: sql('find-ingested'),
   pruneIngested: sql('prune-ingested'),
+  searchLogs: sql('search-logs'),
+  stats: sql('stats'),
+  statsSince: sql('stats-since'),
 } as const;

@@ -46,6 +46,8 @@ export async function startLogd(opts: LogdOptions = {}): Promise<Logd> {
   const env = {
     ...process.env,
     LOGD_LOG_LEVEL: 'warn',
+    // No proxy pools connections to a test's logd: stop as soon as requests are answered.
+    LOGD_SERVER_DRAIN_MS: '0',
     ...serviceEnv(opts.redis, opts.pg),
     ...opts.env,
   };

@@ -9,6 +9,7 @@
   ARGV[1] backlog limit, in logs
   ARGV[2] number of logs in the frame
   ARGV[3] frame rows (COPY text)
+  ARGV[4] frame summary (JSON, see src/persist/summary.ts)
 
   Returns the new entry's ID.
   Errors: "LOGDBACKLOG <backlog>" when the backlog is at or over the limit.
@@ -17,6 +18,6 @@ local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
 if backlog >= tonumber(ARGV[1]) then
   return redis.error_reply('LOGDBACKLOG ' .. backlog)
 end
-local id = redis.call('XADD', KEYS[1], '*', 'v', '1', 'n', ARGV[2], 'r', ARGV[3])
+local id = redis.call('XADD', KEYS[1], '*', 'v', '1', 'n', ARGV[2], 'r', ARGV[3], 's', ARGV[4])
 redis.call('INCRBY', KEYS[2], ARGV[2])
 return id

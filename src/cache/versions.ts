@@ -1,0 +1,62 @@
+/**
+ * Cache keys, and the versions that keep cached answers fresh. Every cached
+ * value is tagged with the version its key had when the value was read from
+ * PostgreSQL; after each COMMIT the persister sets the versions of the
+ * batch's devices (and of the statistics) to a new token, so a value cached
+ * before the commit no longer matches and misses. A new log is visible in
+ * the first read after its batch is committed.
+ *
+ *   persister:  COPY + rollups; COMMIT --bump.lua--> cache:ver:logs:<device> = token
+ *                                                     cache:ver:stats          = token
+ *   HTTP worker: MGET cache:ver:logs:<device> cache:logs:<device>:<limit>
+ *                -> "<tag>\n<answer>": served only while <tag> is the current version
+ *
+ * Tokens are never reused (a random per-process nonce and a counter): with
+ * a counter that restarted after its key expired, an old value could match
+ * again. Every key here has a TTL; Redis' stream is the only key without.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { default as Redis, Result } from 'ioredis';
+import type { Config } from '../config';
+import { rootPath } from '../paths';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    logdBump(numKeys: number, ...keysAndArgs: (string | number)[]): Result<number, Context>;
+  }
+}
+
+export const cacheKeys = {
+  deviceLogs: (device: string, limit: number): string => `cache:logs:${device}:${limit}`,
+  deviceVersion: (device: string): string => `cache:ver:logs:${device}`,
+  stats: (since: string | undefined): string => (since === undefined ? 'cache:stats' : `cache:stats:since:${since}`),
+  statsVersion: 'cache:ver:stats',
+  /** held by the one process rebuilding `key` (single flight) */
+  lock: (key: string): string => `cache:lock:${key}`,
+};
+
+/** A version key must outlive every value tagged while it was absent (the tag ""): twice the values' TTL. */
+export const versionTtl = (ttlS: number): number => 2 * ttlS;
+
+/** The persister's side: new versions after each committed batch. */
+export class Versions {
+  private readonly nonce = randomBytes(6).toString('base64url');
+  private seq = 0;
+
+  constructor(private readonly redis: Redis, private readonly cfg: Config) {
+    redis.defineCommand('logdBump', { lua: readFileSync(rootPath('src', 'cache', 'lua', 'bump.lua'), 'utf8') });
+  }
+
+  /**
+   * Invalidates the statistics and these devices' cached queries. Done even
+   * with cache.enabled = false here: another instance sharing this Redis may
+   * have it on.
+   */
+  async bump(devices: Iterable<string>): Promise<void> {
+    const keys = [cacheKeys.statsVersion];
+    for (const d of devices) keys.push(cacheKeys.deviceVersion(d));
+    const { stats_ttl_s: statsTtl, device_ttl_s: deviceTtl } = this.cfg.cache;
+    await this.redis.logdBump(keys.length, ...keys, `${this.nonce}.${++this.seq}`, versionTtl(statsTtl), versionTtl(deviceTtl));
+  }
+}

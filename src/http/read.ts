@@ -1,0 +1,78 @@
+/**
+ * The read routes: GET /api/logs/{device_id} and GET /api/stats (through the
+ * cache), GET /api/logs (search, straight from PostgreSQL). Everything the
+ * handler needs from the request is read before the first await (uWS
+ * invalidates it when the callback returns).
+ */
+import type { HttpRequest } from 'uWebSockets.js';
+import { cacheKeys } from '../cache/versions';
+import type { Answer } from '../cache/cache';
+import { LogdError } from '../errors';
+import { log } from '../log';
+import { deviceLogs, searchLogs, type Search } from '../read/logs';
+import { stats } from '../read/stats';
+import { decodeCursor, encodeCursor, parseDataParam, parseTime, pathParser, queryParser } from './query';
+import { deviceIdParamSchema, deviceLogsQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
+import { fail, sendError, sendJson, type Exchange } from './respond';
+import type { Context } from './routes';
+import type { Issue } from './validate';
+
+const parseDeviceId = pathParser('device_id', deviceIdParamSchema);
+const parseDeviceQuery = queryParser<{ limit: number }>(deviceLogsQuerySchema);
+const parseSearchQuery = queryParser<{
+  device_id?: string; level?: string[]; since?: string; until?: string; q?: string; data?: string; limit: number; cursor?: string;
+}>(searchQuerySchema);
+const parseStatsQuery = queryParser<{ since?: string }>(statsQuerySchema);
+
+function failed(x: Exchange, err: unknown): void {
+  const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
+  if (e.code === 'LOGD_INTERNAL') log().error({ err: e.cause ?? e }, 'read failed');
+  else log().warn({ err: (e.cause as Error | undefined)?.message, code: e.code }, 'read failed');
+  sendError(x, e);
+}
+
+/** `{"source":...}` first, then the answer's own fields. */
+function sendAnswer(x: Exchange, p: Promise<Answer>): void {
+  p.then(({ payload, source }) => sendJson(x, 200, `{"source":"${source}",${payload.slice(1)}`), (err) => failed(x, err));
+}
+
+export function getDeviceLogs(x: Exchange, req: HttpRequest, ctx: Context): void {
+  const id = parseDeviceId(req.getParameter(0) ?? '');
+  const query = parseDeviceQuery(req.getQuery());
+  if (!id.ok || !query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', [...(id.ok ? [] : id.issues), ...(query.ok ? [] : query.issues)]);
+  const device = id.value;
+  const { limit } = query.value;
+  sendAnswer(x, ctx.cache.through('logs', cacheKeys.deviceLogs(device, limit), cacheKeys.deviceVersion(device), ctx.cfg.cache.device_ttl_s,
+    () => deviceLogs(ctx.pool, device, limit)));
+}
+
+export function getStats(x: Exchange, req: HttpRequest, ctx: Context): void {
+  const query = parseStatsQuery(req.getQuery());
+  if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
+  const since = query.value.since === undefined ? undefined : parseTime(query.value.since);
+  sendAnswer(x, ctx.cache.through('stats', cacheKeys.stats(since), cacheKeys.statsVersion, ctx.cfg.cache.stats_ttl_s, () => stats(ctx.pool, since)));
+}
+
+export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): void {
+  const query = parseSearchQuery(req.getQuery());
+  if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
+  const q = query.value;
+  const search: Search = {
+    deviceId: q.device_id, levels: q.level, text: q.q, limit: q.limit,
+    since: q.since === undefined ? undefined : parseTime(q.since),
+    until: q.until === undefined ? undefined : parseTime(q.until),
+  };
+  const issues: Issue[] = [];
+  if (q.data !== undefined) {
+    const data = parseDataParam(q.data);
+    if (data.ok) search.data = data.value;
+    else issues.push(...data.issues);
+  }
+  if (q.cursor !== undefined) {
+    const after = decodeCursor(q.cursor);
+    if (after.ok) search.after = after.value;
+    else issues.push(...after.issues);
+  }
+  if (issues.length) return fail(x, 'LOGD_VALIDATION_FAILED', issues);
+  searchLogs(ctx.pool, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+}

@@ -1,0 +1,63 @@
+/**
+ * Logs as the read routes return them: rows of SQL.deviceLogs and
+ * SQL.searchLogs (all columns as text) written straight into JSON text, the
+ * answer's body, without a JSON.parse / stringify round trip of log_data.
+ */
+import type pg from 'pg';
+import { SQL } from '../sql';
+import { readRows } from './db';
+
+type Row = (string | null)[];
+
+const str = (s: string | null): string => (s === null ? 'null' : JSON.stringify(s));
+
+/** One log; the row is (id, device_id, log_level, message, log_data as jsonb text, created_at as ISO text). */
+function logJson(r: Row): string {
+  return `{"id":${r[0]},"device_id":${str(r[1])},"log_level":${str(r[2])},"message":${str(r[3])},"log_data":${r[4] ?? 'null'},"created_at":${r[5] === null ? 'null' : `"${r[5]}"`}}`;
+}
+
+function logsJson(rows: Row[], count: number): string {
+  let out = '[';
+  for (let i = 0; i < count; i++) out += i ? `,${logJson(rows[i])}` : logJson(rows[i]);
+  return `${out}]`;
+}
+
+/** GET /api/logs/{device_id}: `{"total":N,"data":[...]}`, newest first; total counts data, as the reference did. */
+export async function deviceLogs(pool: pg.Pool, device: string, limit: number): Promise<string> {
+  const rows = await readRows(pool, SQL.deviceLogs, [device, limit]);
+  return `{"total":${rows.length},"data":${logsJson(rows, rows.length)}}`;
+}
+
+export interface Search {
+  deviceId?: string;
+  levels?: string[];
+  since?: string;
+  until?: string;
+  /** case-insensitive substring of message */
+  text?: string;
+  /** JSON text of an object that log_data must contain */
+  data?: string;
+  /** (created_at, id) of the last log of the previous page */
+  after?: { createdAt: string; id: string };
+  limit: number;
+}
+
+/** `%`, `_` and `\` of the searched text are literal. */
+const likePattern = (text: string): string => `%${text.replace(/[\\%_]/g, '\\$&')}%`;
+
+/**
+ * GET /api/logs: `{"total":N,"data":[...],"next_cursor":...}`. One row more
+ * than the page is asked for: it tells whether there is a next page, so the
+ * last page says null instead of leading to an empty one.
+ */
+export async function searchLogs(pool: pg.Pool, s: Search, cursor: (createdAt: string, id: string) => string): Promise<string> {
+  const rows = await readRows(pool, SQL.searchLogs, [
+    s.deviceId ?? null, s.levels ?? null, s.since ?? null, s.until ?? null,
+    s.text === undefined ? null : likePattern(s.text), s.data ?? null,
+    s.after?.createdAt ?? null, s.after?.id ?? null, s.limit + 1,
+  ]);
+  const count = Math.min(rows.length, s.limit);
+  const last = rows[count - 1];
+  const next = rows.length > s.limit ? `"${cursor(last[5]!, last[0]!)}"` : 'null';
+  return `{"total":${count},"data":${logsJson(rows, count)},"next_cursor":${next}}`;
+}
