@@ -1,0 +1,193 @@
+/**
+ * Read benchmark (BENCHMARKS.md, "Read path"): private Redis and PostgreSQL,
+ * BENCH_ROWS logs (default 10 million) COPYed straight into `logs` with the
+ * rollups built by schema.sql's own backfill, then a real `logd serve` (2
+ * HTTP workers), and sequential requests over one keep-alive connection:
+ * p50 and p99 per case, the median over BENCH_RUNS runs.
+ *
+ *   npm run bench:read            # BENCH_ROWS=10000000 BENCH_RUNS=3 BENCH_SAMPLES=1000
+ *                                 # BENCH_ONLY=<regex>: only the cases whose name matches
+ *
+ * "uncached" cases make every request a cache miss the way a persisted batch
+ * does: the case's version key is set to a new token before each request
+ * (not timed). Scans (filters no index serves) get fewer samples, within
+ * BENCH_SLOW_BUDGET_MS per case and run.
+ */
+import http from 'node:http';
+import os from 'node:os';
+import Redis from 'ioredis';
+import { cleanupAll, startRedis } from '../test/helpers/services';
+import { startLogd } from '../test/helpers/logd';
+import { copyRows, deviceName } from './lib/data';
+import { connect, median, quantile, schemaSql, startBenchPostgres, timed } from './lib/pg';
+
+const ROWS = Number(process.env.BENCH_ROWS ?? 10_000_000);
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
+const SLOW_BUDGET_MS = Number(process.env.BENCH_SLOW_BUDGET_MS ?? 20_000);
+const ONLY = new RegExp(process.env.BENCH_ONLY ?? '');
+const DEVICES = 1000;
+/** The rows span 30 days up to an hour ago: ~14,000 logs an hour. */
+const SPAN_MS = 30 * 86_400_000;
+const END_MS = Date.now() - 3_600_000;
+
+interface Case {
+  name: string;
+  target?: number;
+  /** the path of request i */
+  path(i: number): string;
+  /** untimed, before request i */
+  before?(i: number): Promise<unknown>;
+  /** at most this many samples per run (slow cases, within BENCH_SLOW_BUDGET_MS) */
+  samples?: number;
+}
+
+const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+
+function get(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path, agent }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+    });
+    req.on('error', reject);
+  });
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number): string => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
+const iso = (t: number): string => new Date(t).toISOString();
+const q = (params: Record<string, string>): string => new URLSearchParams(params).toString();
+
+async function load(): Promise<Awaited<ReturnType<typeof startBenchPostgres>>> {
+  const server = await startBenchPostgres();
+  const db = await connect(server);
+  try {
+    await db.query(schemaSql());
+    // Load without indexes, then let schema.sql build them and backfill the rollups, as on an upgrade.
+    await db.query('DROP INDEX logs_device_created_idx, logs_created_idx');
+    await db.query('ALTER TABLE logs DROP CONSTRAINT logs_pkey');
+    await db.query("DELETE FROM logd_migrations WHERE name = 'rollups-backfill'");
+    let last = 0;
+    const copy = await timed(() => copyRows(db, { rows: ROWS, devices: DEVICES, startMs: END_MS - SPAN_MS, stepMs: SPAN_MS / ROWS, seed: 7 }, (n) => {
+      if (n - last >= 1_000_000) {
+        last = n;
+        process.stderr.write(`  loaded ${fmt(n)} rows\n`);
+      }
+    }));
+    const pk = await timed(() => db.query('ALTER TABLE logs ADD PRIMARY KEY (id)'));
+    const schema = await timed(() => db.query(schemaSql()));
+    const vacuum = await timed(() => db.query('VACUUM ANALYZE'));
+    const [{ size }] = (await db.query("SELECT pg_size_pretty(pg_total_relation_size('logs')) AS size")).rows;
+    console.log(`Loaded ${fmt(ROWS)} rows: COPY ${fmt(copy / 1000)} s (${fmt(ROWS / (copy / 1000))} rows/s), primary key ${fmt(pk / 1000)} s, `
+      + `indexes + rollup backfill (schema.sql) ${fmt(schema / 1000)} s, VACUUM ANALYZE ${fmt(vacuum / 1000)} s; logs with indexes: ${size}.`);
+  } finally {
+    await db.end();
+  }
+  return server;
+}
+
+function cases(redis: Redis, middleCursor: string): Case[] {
+  let token = 0;
+  const bump = (key: string) => (): Promise<unknown> => redis.set(key, `bench.${++token}`, 'EX', 3600);
+  const device = (i: number): string => deviceName((i * 7) % DEVICES);
+  const dayAgo = iso(END_MS - 86_400_000);
+  const midWindow = [iso(END_MS - 15 * 86_400_000), iso(END_MS - 15 * 86_400_000 + 3_600_000)];
+  // index: an index gives the rows in order and the filters keep most of
+  // them; range: q/data filter every row of an index range (cost grows with
+  // the range); scan: no index narrows anything (the whole table).
+  const search = (name: string, params: Record<string, string>, kind: 'index' | 'range' | 'scan' = 'index'): Case => ({
+    name: `search: ${name}${kind === 'index' ? '' : `, ${kind}`}`,
+    target: kind === 'index' ? 50 : undefined,
+    path: () => `/api/logs?${q(params)}`,
+    samples: kind === 'scan' ? 5 : kind === 'range' ? 100 : undefined,
+  });
+  return [
+    { name: 'device query, cached', target: 2, path: () => `/api/logs/${deviceName(500)}?limit=100` },
+    {
+      name: 'device query, uncached', target: 20, path: (i) => `/api/logs/${device(i)}?limit=100`,
+      before: (i) => bump(`cache:ver:logs:${device(i)}`)(),
+    },
+    { name: 'stats, cached', target: 2, path: () => '/api/stats' },
+    { name: 'stats, uncached', target: 20, path: () => '/api/stats', before: bump('cache:ver:stats') },
+    { name: 'stats?since= 1 hour, uncached', target: 20, path: (i) => `/api/stats?since=${iso(Date.now() - 3_600_000 - i)}` },
+    { name: 'stats?since= 24 hours, uncached', target: 20, path: (i) => `/api/stats?since=${iso(Date.now() - 86_400_000 - i)}` },
+    search('no filter', { limit: '100' }),
+    search('device_id', { device_id: deviceName(500) }),
+    search('level=ERROR', { level: 'ERROR' }),
+    search('level=CRITICAL', { level: 'CRITICAL' }),
+    search('level=WARNING,ERROR', { level: 'WARNING,ERROR' }),
+    search('since + until (1 hour, 15 days ago)', { since: midWindow[0], until: midWindow[1] }),
+    search('device_id + since (1 day)', { device_id: deviceName(500), since: dayAgo }),
+    search('cursor (a page in the middle)', { cursor: middleCursor }),
+    search('q common ("took", 20%)', { q: 'took' }),
+    search('q rare ("kernel panic", ~100 rows)', { q: 'kernel panic' }, 'scan'),
+    search('q rare + device_id', { q: 'kernel panic', device_id: deviceName(500) }, 'range'),
+    search('q rare + since (1 day)', { q: 'kernel panic', since: dayAgo }, 'range'),
+    search('data common ({"region":"eu-west"}, 1/8)', { data: '{"region":"eu-west"}' }),
+    search('data rare ({"user":"u12345"}, ~100 rows)', { data: '{"user":"u12345"}' }, 'scan'),
+    search('data rare + device_id', { data: '{"user":"u12345"}', device_id: deviceName(500) }, 'range'),
+    search('data rare + since (1 day)', { data: '{"user":"u12345"}', since: dayAgo }, 'range'),
+  ];
+}
+
+async function run(port: number, c: Case): Promise<number[]> {
+  const n = c.samples ?? SAMPLES;
+  const samples: number[] = [];
+  const deadline = performance.now() + SLOW_BUDGET_MS;
+  // Negative i: warm-up (one request for a scan).
+  for (let i = c.samples ? -1 : -20; i < n; i++) {
+    if (c.before) await c.before(i);
+    const t0 = performance.now();
+    const r = await get(port, c.path(i));
+    const t = performance.now() - t0;
+    if (r.status !== 200) throw new Error(`${c.name}: ${c.path(i)} answered ${r.status}: ${r.body.slice(0, 300)}`);
+    if (i >= 0) samples.push(t);
+    if (i >= 0 && c.samples && performance.now() > deadline) break;
+  }
+  return samples;
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const pg = await load();
+  const redisServer = await startRedis();
+  const logd = await startLogd({ redis: redisServer, pg, workers: 2 });
+  const redis = new Redis(redisServer.port, redisServer.host);
+  try {
+    const page = JSON.parse((await get(logd.port, `/api/logs?${q({ until: iso(END_MS - 15 * 86_400_000), limit: '1' })}`)).body) as { next_cursor: string };
+    const all = cases(redis, page.next_cursor).filter((c) => ONLY.test(c.name));
+    const results = new Map<string, { p50: number[]; p99: number[]; n: number }>(all.map((c) => [c.name, { p50: [], p99: [], n: 0 }]));
+    for (let r = 0; r < RUNS; r++) {
+      for (const c of all) {
+        const samples = await run(logd.port, c);
+        const res = results.get(c.name)!;
+        res.p50.push(median(samples));
+        res.p99.push(quantile(samples, 0.99));
+        res.n = samples.length;
+      }
+      process.stderr.write(`  run ${r + 1} of ${RUNS} done\n`);
+    }
+    console.log(`\n${os.cpus().length} cores (${os.cpus()[0].model}), ${fmt(os.totalmem() / 2 ** 30)} GiB; ${fmt(ROWS)} logs, ${DEVICES} devices, 30 days; `
+      + `logd with 2 HTTP workers; sequential requests on one keep-alive connection; medians of ${RUNS} runs; total ${fmt((Date.now() - started) / 1000)} s.\n`);
+    console.log('| case | samples/run | p50 ms | p99 ms | target p99 | |');
+    console.log('|---|---|---|---|---|---|');
+    for (const c of all) {
+      const res = results.get(c.name)!;
+      const p99 = median(res.p99);
+      const verdict = c.target === undefined || c.samples ? '' : p99 < c.target ? 'ok' : 'MISSED';
+      console.log(`| ${c.name} | ${res.n} | ${ms(median(res.p50))} | ${ms(p99)} | ${c.target && !c.samples ? `< ${c.target} ms` : '—'} | ${verdict} |`);
+    }
+  } finally {
+    redis.disconnect();
+    agent.destroy();
+    await logd.stop();
+    await cleanupAll();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
