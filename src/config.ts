@@ -37,6 +37,7 @@ export const OPTIONS = {
     body_limit_single: int(1048576, 'largest body of POST /api/log, in bytes (1 MiB)', 1),
     body_limit_batch: int(52428800, 'largest body of POST /api/logs/batch, in bytes (50 MiB)', 1),
     shutdown_timeout_ms: int(15000, 'time SIGTERM/SIGINT allows for draining requests and the last persist batch, in ms', 100),
+    worker_heap_mb: int(256, 'V8 old-space limit of each HTTP worker, in MiB: keeps RSS low under load; must hold a few of the largest batch bodies', 64),
     drain_ms: int(6000, 'after SIGTERM/SIGINT, workers keep answering open connections (with Connection: close) this long; keep it above the proxy\'s upstream keepalive_timeout (conf/nginx.conf: 5 s), in ms', 0),
   },
   data: {
