@@ -3,8 +3,12 @@
  * Schemas ajv validates with, so the two cannot drift apart.
  */
 import { ERRORS, type ErrorCode } from '../errors';
+import { deviceIdParamSchema } from './query-schemas';
 import { batchSchema, logEntrySchema } from './schemas';
 import type { Route } from './routes';
+
+/** Schemas of the path parameters (`:name` in route patterns), as the handlers validate them. */
+const PATH_PARAMS: Record<string, object> = { device_id: deviceIdParamSchema };
 
 /** JSON Schema objects as the schemas module declares them (ajv `$id`s become component names). */
 type Schema = Record<string, unknown>;
@@ -61,7 +65,7 @@ function operation(route: Route): object {
   const pathParams = [...route.path.matchAll(/:([a-z_]+)/g)].map((m) => m[1]);
   const query = (route.query ?? {}) as { properties?: Record<string, Schema>; required?: string[] };
   const parameters = [
-    ...pathParams.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string', minLength: 1, maxLength: 50 } })),
+    ...pathParams.map((name) => ({ name, in: 'path', required: true, schema: toOpenApi(PATH_PARAMS[name]) })),
     ...Object.entries(query.properties ?? {}).map(([name, schema]) => ({
       name,
       in: 'query',
