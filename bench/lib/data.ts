@@ -12,6 +12,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { prng } from '../../test/helpers/faults';
 
 export interface DataShape {
   rows: number;
@@ -29,16 +30,6 @@ export const REGIONS = ['eu-west', 'eu-north', 'us-east', 'us-west', 'ap-south',
 export const USERS = 100_000;
 export const LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'] as const;
 
-/** mulberry32 */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const deviceName = (k: number): string => `dev-${String(k).padStart(5, '0')}`;
 
