@@ -245,7 +245,7 @@ async function main(): Promise<void> {
   }
 
   // --- sustained rate: 100 logs/request at constant rates through nginx; a step holds when the
-  // persister keeps up (every log committed within 1 s of the load's end, nothing refused)
+  // persister keeps up (e2e ≥ 95% of the offered rate, every log committed within 1 s of the load's end, nothing refused)
   const sustain: SustainStep[] = [];
   let sustainCeiling: number | undefined;
   if (o.only.has('sustain')) {
@@ -256,7 +256,7 @@ async function main(): Promise<void> {
     const ladder = (o.quick ? [0.5, 0.8] : [0.5, 0.65, 0.8, 0.9, 1.0]).map((f) => Math.round((f * base) / 1000) * 1000);
     for (const logsPerS of ladder) {
       const r = await measure(ctx, b100, 'nginx', { seconds: o.quick ? 5 : 8, threads: 1, rate: logsPerS / b100.per });
-      const pass = r.acceptedLogsPerS >= 0.97 * logsPerS && r.drainSeconds < 1 && r.acc.refusedRequests === 0 && r.acc.lost === 0;
+      const pass = r.acceptedLogsPerS >= 0.97 * logsPerS && r.e2eLogsPerS >= 0.95 * logsPerS && r.drainSeconds < 1 && r.acc.refusedRequests === 0 && r.acc.lost === 0;
       sustain.push({ logsPerS, achievedLogsPerS: r.acceptedLogsPerS, e2eLogsPerS: r.e2eLogsPerS, drainSeconds: r.drainSeconds, maxBacklog: r.maxBacklog, p95: r.p95, p99: r.p99, refused: r.acc.refusedRequests, pass, othersCores: r.othersCores });
       steady.push({ ...r, scenario: 'sustain' });
       log(`sustain ${logsPerS} logs/s: achieved ${Math.round(r.acceptedLogsPerS)}, e2e ${Math.round(r.e2eLogsPerS)}, drained ${r.drainSeconds.toFixed(2)} s after, max backlog ${r.maxBacklog}, p95 ${r.p95.toFixed(1)} ms -> ${pass ? 'holds' : 'does not hold'}`);
@@ -295,7 +295,9 @@ async function main(): Promise<void> {
     try {
       await cleanSlate(ctx);
       await logd.stop();
-      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: [...o.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`] }));
+      // A long shutdown timeout: a child killed by the primary writes no profile, and after an overload
+      // logd can take longer than its default 15 s to stop (see the notes).
+      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: [...o.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`], env: { LOGD_SERVER_SHUTDOWN_TIMEOUT_MS: '120000' } }));
       ctx.urls.direct = logd.url;
       const roles = new Map(logd.children().map((c) => [c.pid, c.role]));
       await warmUp(ctx, 1);
@@ -308,6 +310,7 @@ async function main(): Promise<void> {
       const stopS = (Date.now() - stopAt) / 1000;
       const files = await fsp.readdir(dir);
       const missing = [...roles].filter(([pid]) => !files.some((f) => f.split('.')[3] === String(pid)));
+      if (stopS > 10) earlyNotes.push(`The profiled logd (shutdown timeout raised to 120 s) took ${stopS.toFixed(1)} s to stop after the load (exit code ${code}).`);
       if (missing.length) {
         earlyNotes.push(`The profiled logd took ${stopS.toFixed(1)} s to stop (exit code ${code}) and ${missing.map(([pid, role]) => `${role} ${pid}`).join(', ')} wrote no profile: a child killed by the primary's shutdown timeout (or a crash) writes none.`);
         log(`profile: no profile from ${missing.map(([pid, role]) => `${role} ${pid}`).join(', ')} (logd stopped in ${stopS.toFixed(1)} s, exit ${code})`);
@@ -413,6 +416,8 @@ async function main(): Promise<void> {
     const waited = all.reduce((a, r) => a + (r.gateWaitMs ?? 0), 0);
     notes.push(`Quiet gate: before each run the bench waited (at most 20 s, ${o.quietWaitS} s in all) for the other processes to use < 0.3 cores; it waited ${(waited / 1000).toFixed(0)} s in all; the others' load just before the runs: median ${median(all.map((r) => r.othersBefore ?? NaN)).toFixed(2)} cores.`);
   }
+  const stops = logds.map((l) => l.stopped()).filter((x) => x.seconds !== undefined);
+  if (stops.length) notes.push(`logd stops (SIGTERM → exit, server.drain_ms included): ${stops.map((x) => `${x.seconds!.toFixed(1)} s (exit ${x.code})`).join(', ')}.`);
   const events = new Map<string, number>();
   for (const l of logds) for (const [k, n] of l.events()) events.set(k, (events.get(k) ?? 0) + n);
   if (events.size) {

@@ -53,10 +53,14 @@ function tellWatchdog(line: string): void {
   watchdog.stdin!.write(`${line}\n`);
 }
 
-function own(o: Owned): void {
+/** Registers a process; its pid goes to the watchdog until `gone` resolves (its exit), so that a recycled pid is never hit. */
+function own(o: Owned, gone?: Promise<unknown>, watch = true): void {
   owned.push(o);
   const pid = o.pid();
-  if (pid) tellWatchdog(`+ ${pid}`);
+  if (pid && watch) {
+    tellWatchdog(`+ ${pid}`);
+    void gone?.then(() => tellWatchdog(`- ${pid}`));
+  }
 }
 
 let stopping: Promise<void> | undefined;
@@ -64,14 +68,12 @@ let stopping: Promise<void> | undefined;
 export function stopAll(): Promise<void> {
   stopping ??= (async () => {
     for (const o of owned.splice(0).reverse()) {
-      const pid = o.pid();
       try {
         await Promise.race([o.stop(), sleep(20_000).then(() => o.kill())]);
       } catch (err) {
         process.stderr.write(`bench: stopping ${o.name}: ${(err as Error).message}\n`);
         o.kill();
       }
-      if (pid) tellWatchdog(`- ${pid}`);
     }
     watchdog?.stdin?.end();
   })();
@@ -113,7 +115,7 @@ export function redisConfArgs(confFile: string): string[] {
 
 export async function benchRedis(root: string): Promise<RedisServer> {
   const r = await startRedis({ extraArgs: redisConfArgs(path.join(root, 'conf', 'redis.conf')) });
-  own({ name: 'redis-server', pid: () => r.pid(), stop: () => r.stop(), kill: () => r.kill('SIGKILL') });
+  own({ name: 'redis-server', pid: () => r.pid(), stop: () => r.stop(), kill: () => r.kill('SIGKILL') }, undefined, false); // the launcher watches it
   return r;
 }
 
@@ -158,7 +160,7 @@ export async function benchPostgres(): Promise<Pg> {
       await fsp.rm(dir, { recursive: true, force: true });
     },
     kill: () => { if (alive) proc.kill('SIGKILL'); },
-  });
+  }, exited);
   await waitFor('postgres to accept connections', async () => {
     if (!alive) throw new Error(`postgres exited: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
     const c = new pg.Client({ host: HOST, port, user: 'logd', database: 'postgres' });
@@ -184,6 +186,8 @@ export interface Logd {
   url: string;
   pid: number;
   output(): string;
+  /** how long the last stop() took (SIGTERM to exit), and the exit code */
+  stopped(): { seconds?: number; code: number | null | undefined };
   /** warnings, errors and non-JSON lines it printed, counted by message */
   events(): Map<string, number>;
   /** pids and titles of its children */
@@ -230,14 +234,17 @@ export async function startLogd(root: string, redis: RedisServer, pgs: Pg, opts:
   proc.stdout!.on('data', keep);
   proc.stderr!.on('data', keep);
   let code: number | null | undefined;
+  let stopSeconds: number | undefined;
   const exited = new Promise<number | null>((r) => proc.once('exit', (c) => { code = c; r(c); }));
   const stop = async (): Promise<number | null> => {
+    const t0 = Date.now();
     if (code === undefined) proc.kill('SIGTERM');
     const c = await exited;
+    stopSeconds = (Date.now() - t0) / 1000;
     await fsp.rm(cwd, { recursive: true, force: true });
     return c;
   };
-  own({ name: 'logd', pid: () => (code === undefined ? proc.pid : undefined), stop: async () => { await stop(); }, kill: () => { if (code === undefined) proc.kill('SIGKILL'); } });
+  own({ name: 'logd', pid: () => (code === undefined ? proc.pid : undefined), stop: async () => { await stop(); }, kill: () => { if (code === undefined) proc.kill('SIGKILL'); } }, exited);
   const url = `http://${HOST}:${port}`;
   const children = (): { pid: number; role: string }[] => {
     const ps = execFileSync('ps', ['-o', 'pid=,ppid=,args=', '-e']).toString();
@@ -251,7 +258,7 @@ export async function startLogd(root: string, redis: RedisServer, pgs: Pg, opts:
     const res = await fetch(`${url}/health`).catch(() => undefined);
     return res?.status === 200 && children().filter((c) => c.role === 'logd: http').length === workers;
   }, 60_000, 100);
-  return { port, url, pid: proc.pid!, output: () => out, events: () => events, children, stop };
+  return { port, url, pid: proc.pid!, output: () => out, events: () => events, stopped: () => ({ seconds: stopSeconds, code }), children, stop };
 }
 
 // ---------------------------------------------------------------------------
@@ -286,7 +293,7 @@ export async function startNginx(root: string, upstream: string, rate: string): 
       await fsp.rm(prefix, { recursive: true, force: true });
     },
     kill: () => { if (alive) proc.kill('SIGKILL'); },
-  });
+  }, exited);
   const url = `http://${HOST}:${port}`;
   await waitFor('nginx to answer /health', async () => {
     if (!alive) throw new Error(`nginx exited: ${fs.readFileSync(path.join(prefix, 'logs', 'error.log'), 'utf8').slice(-2000)}`);
@@ -312,13 +319,13 @@ export function runOwned(cmd: string, args: string[], env: NodeJS.ProcessEnv = p
       stop: async () => { if (alive) proc.kill('SIGTERM'); },
       kill: () => { if (alive) proc.kill('SIGKILL'); },
     };
-    own(entry);
+    const gone = new Promise<void>((r) => proc.once('exit', () => r()));
+    own(entry, gone);
     proc.once('error', reject);
     proc.once('exit', (code) => {
       alive = false;
       const i = owned.indexOf(entry);
       if (i >= 0) owned.splice(i, 1);
-      if (proc.pid) tellWatchdog(`- ${proc.pid}`);
       resolve({ code, stdout, stderr, pid: proc.pid! });
     });
   });

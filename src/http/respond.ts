@@ -68,7 +68,12 @@ const ERROR_HEADERS: Record<number, Record<string, string>> = {
 
 /** Answers with a catalogue error; server-side failures are logged with the request id and cause. */
 export function sendError(x: Exchange, err: LogdError): void {
-  if (err.status >= 500) log().warn({ reqId: x.id, code: err.code, err: err.cause ?? err }, err.message);
+  // Not the cause itself: an ioredis error carries the command's arguments, the client's logs. A full backlog is
+  // counted in logd_logs_refused_total instead of logged once per refused request.
+  if (err.status >= 500 && err.code !== 'LOGD_BACKLOG_FULL') {
+    const c = (err.cause ?? err) as Error;
+    log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
+  }
   const headers = ERROR_HEADERS[err.status];
   sendJson(x, err.status, errorBody(err.code, err.detail), headers);
 }
