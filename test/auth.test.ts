@@ -2,19 +2,13 @@
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
 import { ROUTES } from '../src/http/routes';
-import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
-import { LOGD_BIN, request, serviceEnv, startLogd } from './helpers/logd';
+import { waitFor } from './helpers/services';
+import { LOGD_BIN, request, serviceEnv, startStack } from './helpers/logd';
 
 const SCOPES = ['ingest', 'read', 'admin'] as const;
 
 t.test('authentication', async (t) => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const logd = await startLogd({ redis, pg, workers: 2, env: { LOGD_LOG_LEVEL: 'debug' } });
-  t.teardown(async () => {
-    await logd.stop();
-    await cleanupAll();
-  });
+  const { redis, pg, logd } = await startStack(t, { workers: 2, env: { LOGD_LOG_LEVEL: 'debug' } });
   const cli = (...args: string[]) => spawnSync(process.execPath, [LOGD_BIN, 'token', ...args], { env: { ...process.env, ...serviceEnv(redis, pg) }, encoding: 'utf8', timeout: 20_000 });
   const call = (route: (typeof ROUTES)[number], token?: string, fresh = false) => {
     const path = route.path.replace(/:[a-z_]+/g, 'auth-dev');

@@ -3,17 +3,11 @@
  * against a real logd process and private Redis and PostgreSQL.
  */
 import t from 'tap';
-import { cleanupAll, startPostgres, startRedis } from './helpers/services';
-import { postJson, request, startLogd, waitRows } from './helpers/logd';
+import { waitFor } from './helpers/services';
+import { postJson, request, startStack, waitRows } from './helpers/logd';
 
 t.test('ingest', async (t) => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const logd = await startLogd({ redis, pg, env: { LOGD_SERVER_BODY_LIMIT_SINGLE: '4096', LOGD_SERVER_BODY_LIMIT_BATCH: '600000' } });
-  t.teardown(async () => {
-    await logd.stop();
-    await cleanupAll();
-  });
+  const { pg, logd } = await startStack(t, { env: { LOGD_SERVER_BODY_LIMIT_SINGLE: '4096', LOGD_SERVER_BODY_LIMIT_BATCH: '600000' } });
   const count = async (): Promise<number> => Number((await pg.query<{ n: string }>('SELECT count(*) AS n FROM logs'))[0].n);
 
   await t.test('a posted log is in PostgreSQL with identical fields', async (t) => {
@@ -155,11 +149,10 @@ t.test('ingest', async (t) => {
     t.equal(down.body.components.postgres.status, 'down');
     t.equal(down.body.components.redis.status, 'up');
     await pg.start();
-    await t.resolves(waitRowsHealthy(logd.url), 'healthy again once PostgreSQL is back');
+    await t.resolves(waitHealthy(logd.url), 'healthy again once PostgreSQL is back');
   });
 });
 
-async function waitRowsHealthy(url: string): Promise<void> {
-  const { waitFor } = await import('./helpers/services');
+async function waitHealthy(url: string): Promise<void> {
   await waitFor('/health to answer 200', async () => (await request(`${url}/health`)).status === 200, 20_000);
 }

@@ -1,7 +1,7 @@
 /** GET /metrics: Prometheus text, aggregated over every HTTP worker and the persister. */
 import t from 'tap';
-import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
-import { postJson, request, startLogd, waitRows } from './helpers/logd';
+import { waitFor } from './helpers/services';
+import { postJson, request, startStack, waitRows } from './helpers/logd';
 
 /** The value of one sample (`name{labels} value`), or undefined. */
 function sample(text: string, series: string): number | undefined {
@@ -10,13 +10,7 @@ function sample(text: string, series: string): number | undefined {
 }
 
 t.test('metrics', async (t) => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const logd = await startLogd({ redis, pg, workers: 2 });
-  t.teardown(async () => {
-    await logd.stop();
-    await cleanupAll();
-  });
+  const { pg, logd } = await startStack(t, { workers: 2 });
   // New connections each time, so both workers take some of the requests.
   const fresh = { connection: 'close' };
   for (let i = 0; i < 20; i++) {

@@ -3,17 +3,10 @@ import Ajv2020 from 'ajv/dist/2020';
 import t from 'tap';
 import { ERRORS } from '../src/errors';
 import { ROUTES } from '../src/http/routes';
-import { cleanupAll, startPostgres, startRedis } from './helpers/services';
-import { request, startLogd } from './helpers/logd';
+import { request, startStack } from './helpers/logd';
 
 t.test('openapi', async (t) => {
-  const redis = await startRedis();
-  const pg = await startPostgres();
-  const logd = await startLogd({ redis, pg, workers: 1 });
-  t.teardown(async () => {
-    await logd.stop();
-    await cleanupAll();
-  });
+  const { logd } = await startStack(t, { workers: 1 });
   const r = await request(`${logd.url}/openapi.json`);
   t.equal(r.status, 200);
   const doc = r.body;

@@ -4,7 +4,8 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { freePort, waitFor, type PostgresServer, type RedisServer } from './services';
+import type { Test } from 'tap';
+import { cleanupAll, freePort, startPostgres, startRedis, waitFor, type PostgresServer, type RedisServer } from './services';
 
 export const ROOT = path.resolve(__dirname, '..', '..');
 export const LOGD_BIN = path.join(ROOT, 'dist', 'bin', 'logd.js');
@@ -121,4 +122,16 @@ export async function waitRows(pg: PostgresServer, count: number, where = 'TRUE'
     const rows = await pg.query(`SELECT * FROM logs WHERE ${where} ORDER BY id`, params);
     return rows.length >= count ? rows : undefined;
   }, 20_000);
+}
+
+/** Private Redis and PostgreSQL and a logd on them, all stopped when `t` ends. */
+export async function startStack(t: Test, opts: Omit<LogdOptions, 'redis' | 'pg'> = {}): Promise<{ redis: RedisServer; pg: PostgresServer; logd: Logd }> {
+  const redis = await startRedis();
+  const pg = await startPostgres();
+  const logd = await startLogd({ ...opts, redis, pg });
+  t.teardown(async () => {
+    await logd.stop();
+    await cleanupAll();
+  });
+  return { redis, pg, logd };
 }
