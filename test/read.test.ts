@@ -256,7 +256,10 @@ t.test('read path', async (t) => {
     // Redis busy for 2 s: the cache gives up after cache.timeout_ms and PostgreSQL answers.
     const sleeper = new Redis(redis.port, redis.host);
     const sleeping = sleeper.call('DEBUG', 'SLEEP', '2');
-    await new Promise((r) => setTimeout(r, 100));
+    // Redis is busy once a PING on another connection goes unanswered.
+    const probe = new Redis(redis.port, redis.host, { commandTimeout: 50, maxRetriesPerRequest: 0 });
+    await waitFor('Redis to be busy with DEBUG SLEEP', () => probe.ping().then(() => false, () => true), 2000, 10);
+    probe.disconnect();
     const t0 = Date.now();
     const slow = await get('/api/logs/dev-a?limit=8');
     const elapsed = Date.now() - t0;
