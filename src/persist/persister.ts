@@ -38,6 +38,19 @@ const isDataError = (err: unknown): boolean => /^2[23]/.test(String((err as { co
 
 const splitId = (id: string): [string, string] => id.split('-') as [string, string];
 
+/** Runs a ledger statement ($1 entry ms parts, $2 seq parts) for these frames; the entry IDs it returns. */
+async function ledger(db: pg.Pool | pg.PoolClient, sql: string, frames: Frame[]): Promise<Set<string>> {
+  const ms: string[] = [];
+  const seq: string[] = [];
+  for (const f of frames) {
+    const [a, b] = splitId(f.id);
+    ms.push(a);
+    seq.push(b);
+  }
+  const { rows } = await db.query<{ entry_ms: string; entry_seq: string }>(sql, [ms, seq]);
+  return new Set(rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
+}
+
 /** A frame's counts: from the summary the door wrote, or from its rows when it has none (older or hand-written frames). */
 const talliesOf = (f: Frame): Tally[] => parseSummary(f.summary, f.n) ?? summarizeRows(f.rows);
 
@@ -173,10 +186,7 @@ export class Persister {
    * persister forever.
    */
   private async retireOverDelivered(frames: Frame[]): Promise<void> {
-    const ms = frames.map((f) => splitId(f.id)[0]);
-    const seq = frames.map((f) => splitId(f.id)[1]);
-    const done = new Set((await this.retry('look up the ledger', () => this.pool.query<{ entry_ms: string; entry_seq: string }>(SQL.findIngested, [ms, seq])))
-      .rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
+    const done = await this.retry('look up the ledger', () => ledger(this.pool, SQL.findIngested, frames));
     const committed = frames.filter((f) => done.has(f.id));
     if (committed.length) {
       await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(committed.map(talliesOf))));
@@ -210,14 +220,7 @@ export class Persister {
     let loaded = 0;
     try {
       await client.query('BEGIN');
-      const ms: string[] = [], seq: string[] = [];
-      for (const f of frames) {
-        const [a, b] = splitId(f.id);
-        ms.push(a);
-        seq.push(b);
-      }
-      const fresh = new Set((await client.query<{ entry_ms: string; entry_seq: string }>(SQL.claimEntries, [ms, seq]))
-        .rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
+      const fresh = await ledger(client, SQL.claimEntries, frames);
       const todo = fresh.size === frames.length ? frames : frames.filter((f) => fresh.has(f.id));
       if (todo.length) {
         await pipeline(Readable.from(todo.map((f) => f.rows)), client.query(copyFrom(COPY_SQL)));
