@@ -15,23 +15,23 @@ export function consumerName(cfg: Config): string {
 }
 
 export function persisterMain(cfg: Config, log: Logger): RoleMain {
-  // XREADGROUP BLOCK holds its connection: the heartbeat gets its own.
-  const reader = redisClient(cfg, 'logd:persister', true);
-  const beat = redisClient(cfg, 'logd:persister-status');
-  for (const r of [reader, beat]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
+  // XREADGROUP BLOCK holds its connection; acks, claims and the heartbeat share the other.
+  const reader = redisClient(cfg, 'logd:persister-reader', true);
+  const redis = redisClient(cfg, 'logd:persister');
+  for (const r of [reader, redis]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const consumer = consumerName(cfg);
-  const persister = new Persister(cfg, new Queue(reader, cfg), consumer, log);
+  const queue = new Queue(redis, cfg);
+  const persister = new Persister(cfg, queue, new Queue(reader, cfg), consumer, log);
   let done: Promise<void> = Promise.resolve();
-  const statusQueue = new Queue(beat, cfg);
-  trackBacklog(() => statusQueue.backlog());
+  trackBacklog(() => queue.backlog());
   let timer: NodeJS.Timeout | undefined;
   const publish = (): void => {
-    publishStatus(beat, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats })
+    publishStatus(redis, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats })
       .catch((err) => log.debug({ err: err.message }, 'heartbeat failed'));
   };
   return {
     async start() {
-      await Promise.all([reader.connect(), beat.connect()]);
+      await Promise.all([reader.connect(), redis.connect()]);
       publish();
       timer = setInterval(publish, HEARTBEAT_MS);
       done = persister.run().catch((err) => {
@@ -44,7 +44,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
       await done;
       clearInterval(timer);
       reader.disconnect();
-      beat.disconnect();
+      redis.disconnect();
     },
   };
 }

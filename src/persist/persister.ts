@@ -8,6 +8,10 @@
  *     -> bump.lua (cached reads of the batch's devices and stats go stale)
  *     -> ack.lua (XACK + backlog + XTRIM MINID)
  *
+ * PostgreSQL is the bottleneck, so it is kept busy: while a batch is being
+ * loaded, the next one is read (on a connection of its own: XREADGROUP BLOCK
+ * holds it) and its counts are merged, ready for the next transaction.
+ *
  * A PostgreSQL outage is retried forever with capped backoff. A frame
  * PostgreSQL refuses as data (class 22/23) is isolated by loading the batch
  * frame by frame, and only the refused frames go to the dead-letter stream.
@@ -24,7 +28,7 @@ import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metric
 import { SQL } from '../sql';
 import { isFrame, type BadEntry, type Frame, type Queue } from '../queue/stream';
 import { COPY_COLUMNS } from './copy';
-import { countParams, parseSummary, summarizeRows, type Tally } from './summary';
+import { countParams, parseSummary, summarizeRows, type CountParams, type Tally } from './summary';
 
 const COPY_SQL = `COPY logs (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
 /** Frames asked for per XREADGROUP. */
@@ -54,10 +58,36 @@ async function ledger(db: pg.Pool | pg.PoolClient, sql: string, frames: Frame[])
 /** A frame's counts: from the summary the door wrote, or from its rows when it has none (older or hand-written frames). */
 const talliesOf = (f: Frame): Tally[] => parseSummary(f.summary, f.n) ?? summarizeRows(f.rows);
 
+const isEmpty = (b: Batch): boolean => !b.bad.length && !b.overDelivered.length && !b.load;
+
 function devicesIn(tallies: Iterable<Tally[]>): Set<string> {
   const devices = new Set<string>();
   for (const list of tallies) for (const t of list) devices.add(t[0]);
   return devices;
+}
+
+/**
+ * Frames to load, with what their transaction needs computed before it
+ * starts: each frame's counts, and the counts of them all merged.
+ */
+interface Load {
+  frames: Frame[];
+  tallies: Map<string, Tally[]>;
+  counts: CountParams;
+}
+
+function prepare(frames: Frame[]): Load {
+  const tallies = new Map(frames.map((f) => [f.id, talliesOf(f)]));
+  return { frames, tallies, counts: countParams([...tallies.values()].flat()) };
+}
+
+/** Entries read from the stream, sorted by what becomes of them. */
+interface Batch {
+  /** entries that are not frames: dead-lettered */
+  bad: BadEntry[];
+  /** frames delivered more than queue.max_deliveries times */
+  overDelivered: Frame[];
+  load?: Load;
 }
 
 export interface PersistStats {
@@ -74,9 +104,15 @@ export class Persister {
   private lastPrune = 0;
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
+  /**
+   * `queue` serves every command but the reads of new entries, which go
+   * through `reads`: XREADGROUP BLOCK holds its connection while the batch
+   * before is acknowledged.
+   */
   constructor(
     private readonly cfg: Config,
     private readonly queue: Queue,
+    private readonly reads: Queue,
     private readonly consumer: string,
     private readonly log: Logger,
   ) {
@@ -94,7 +130,8 @@ export class Persister {
    * Runs until stop(); then drains what the stream still holds (ingest has
    * stopped by then) and returns. Recovery first: entries this consumer had
    * taken before a crash; then, every claim_idle_ms / 2, entries a dead
-   * consumer left idle for claim_idle_ms.
+   * consumer left idle for claim_idle_ms. While a batch of new entries is
+   * persisted, the next one is read (`ahead`), unless a claim is due.
    */
   async run(): Promise<void> {
     const { claim_idle_ms: claimIdle } = this.cfg.queue;
@@ -102,25 +139,37 @@ export class Persister {
     await this.retry('create consumer group', () => this.queue.ensureGroup());
     let recovering: 'own' | 'others' | undefined = 'own';
     let lastClaim = Date.now();
+    // A read that failed may still have been delivered (its reply lost with the connection, e.g. a
+    // Redis restart): those entries sit in our pending list, so take it back before reading on.
+    const readNew = (draining: boolean): Promise<Batch> =>
+      this.retry('read stream', () => this.fill(draining), false, () => { recovering = 'own'; }).then((e) => this.sort(e));
+    let ahead: Promise<Batch> | undefined;
     for (;;) {
-      const draining = !this.running;
-      if (!recovering && Date.now() - lastClaim >= claimEvery) recovering = 'others';
-      let batch: (Frame | BadEntry)[];
-      if (recovering) {
-        const own = recovering === 'own';
-        batch = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
-        if (batch.length < READ_COUNT) {
-          recovering = undefined;
-          lastClaim = Date.now();
-        }
-        if (batch.length) this.log.info({ entries: batch.length, from: own ? 'own crash' : 'idle consumers' }, 'recovered pending entries');
+      let batch: Batch;
+      if (ahead) {
+        batch = await ahead;
+        ahead = undefined;
       } else {
-        // A read that failed may still have been delivered (its reply lost with the connection, e.g. a
-        // Redis restart): those entries sit in our pending list, so take it back before reading on.
-        batch = await this.retry('read stream', () => this.fill(draining), false, () => { recovering = 'own'; });
-        if (!batch.length && draining) break;
+        const draining = !this.running;
+        if (!recovering && Date.now() - lastClaim >= claimEvery) recovering = 'others';
+        if (recovering) {
+          const own = recovering === 'own';
+          const entries = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
+          if (entries.length < READ_COUNT) {
+            recovering = undefined;
+            lastClaim = Date.now();
+          }
+          if (entries.length) this.log.info({ entries: entries.length, from: own ? 'own crash' : 'idle consumers' }, 'recovered pending entries');
+          batch = this.sort(entries);
+        } else {
+          batch = await readNew(draining);
+          if (isEmpty(batch) && draining) break;
+        }
       }
-      if (batch.length) await this.settle(batch);
+      if (!isEmpty(batch)) {
+        if (!recovering && Date.now() - lastClaim < claimEvery) ahead = readNew(!this.running);
+        await this.settle(batch);
+      }
       await this.maybePrune();
     }
     await this.pool.end();
@@ -139,7 +188,7 @@ export class Persister {
       const left = deadline - Date.now();
       if (batch.length && left <= 0) break;
       const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
-      const got = await this.queue.read(this.consumer, READ_COUNT, block);
+      const got = await this.reads.read(this.consumer, READ_COUNT, block);
       // Nothing new: return, even empty, so that run() gets to its periodic
       // claim of a dead consumer's entries while no traffic arrives.
       if (!got.length) break;
@@ -152,25 +201,32 @@ export class Persister {
     return batch;
   }
 
-  /** Persists a batch, acknowledges it, and dead-letters what cannot be stored. */
-  private async settle(batch: (Frame | BadEntry)[]): Promise<void> {
+  private sort(entries: (Frame | BadEntry)[]): Batch {
+    const batch: Batch = { bad: [], overDelivered: [] };
     const frames: Frame[] = [];
-    const overDelivered: Frame[] = [];
-    for (const e of batch) {
-      if (!isFrame(e)) await this.deadLetter(e, e.why);
-      else if (e.deliveries > this.cfg.queue.max_deliveries) overDelivered.push(e);
+    for (const e of entries) {
+      if (!isFrame(e)) batch.bad.push(e);
+      else if (e.deliveries > this.cfg.queue.max_deliveries) batch.overDelivered.push(e);
       else frames.push(e);
     }
-    if (overDelivered.length) await this.retireOverDelivered(overDelivered);
-    if (!frames.length) return;
+    if (frames.length) batch.load = prepare(frames);
+    return batch;
+  }
+
+  /** Persists a batch, acknowledges it, and dead-letters what cannot be stored. */
+  private async settle(batch: Batch): Promise<void> {
+    for (const e of batch.bad) await this.deadLetter(e, e.why);
+    if (batch.overDelivered.length) await this.retireOverDelivered(batch.overDelivered);
+    if (!batch.load) return;
+    const { load } = batch;
     try {
-      await this.retry('persist batch', () => this.load(frames), true);
+      await this.retry('persist batch', () => this.load(load), true);
     } catch (err) {
       if (!isDataError(err)) throw err;
       // Some frame holds data PostgreSQL refuses: load one by one to find it.
-      for (const f of frames) {
+      for (const f of load.frames) {
         try {
-          await this.retry('persist frame', () => this.load([f]), true);
+          await this.retry('persist frame', () => this.load(prepare([f])), true);
         } catch (e) {
           if (!isDataError(e)) throw e;
           await this.deadLetter(f, `PostgreSQL refused the rows: ${(e as Error).message}`);
@@ -212,9 +268,8 @@ export class Persister {
    * invalidation covers every frame of the batch, in case a crash came
    * between an earlier COMMIT and its invalidation.
    */
-  private async load(frames: Frame[]): Promise<void> {
+  private async load({ frames, tallies, counts }: Load): Promise<void> {
     const t0 = performance.now();
-    const tallies = new Map(frames.map((f) => [f.id, talliesOf(f)]));
     const client = await this.pool.connect();
     let broken: Error | undefined;
     let loaded = 0;
@@ -225,7 +280,8 @@ export class Persister {
       if (todo.length) {
         await pipeline(Readable.from(todo.map((f) => f.rows)), client.query(copyFrom(COPY_SQL)));
         for (const f of todo) loaded += f.n;
-        await client.query(SQL.addCounts, countParams(todo.flatMap((f) => tallies.get(f.id)!)));
+        const todoCounts = todo === frames ? counts : countParams(todo.flatMap((f) => tallies.get(f.id)!));
+        await client.query(SQL.addCounts, todoCounts);
       }
       await client.query('COMMIT');
     } catch (err) {

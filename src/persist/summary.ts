@@ -154,8 +154,11 @@ export function summarizeRows(rows: string): Tally[] {
   return [...counts.values()];
 }
 
+/** The parameters of SQL.addCounts: device_id, log_level, a time in the hour, logs. */
+export type CountParams = [string[], string[], string[], number[]];
+
 /** A batch's tallies merged, as the parameters of SQL.addCounts. */
-export function countParams(tallies: Iterable<Tally>): [string[], string[], string[], number[]] {
+export function countParams(tallies: Iterable<Tally>): CountParams {
   const merged = new Map<string, Tally>();
   for (const t of tallies) {
     const key = `${t[2]}\u0000${t[1]}\u0000${t[0]}`;
