@@ -52,6 +52,7 @@ const HELP = `npm run bench [-- options]
   --no-ceilings       skip the COPY / XADD ceilings
   --root DIR          logd tree to benchmark (built: DIR/dist), default this repository
   --node-args ARGS    node options for logd (its children get them too), e.g. "--max-semi-space-size=64"
+  --workers N         logd's HTTP workers (default: logd's own, the number of CPUs)
   --out FILE          markdown file to update (default BENCHMARKS.md of this repository); --out - prints only
   --json FILE         also write the raw results as JSON
   -h, --help          this text
@@ -70,6 +71,7 @@ interface Options {
   json?: string;
   quietWaitS: number;
   nodeArgs: string[];
+  workers?: number;
   profileScenario: string;
 }
 
@@ -98,6 +100,7 @@ function parseArgs(argv: string[], repo: string): Options {
     else if (a === '--json') o.json = val();
     else if (a === '--quiet-wait') o.quietWaitS = Number(val());
     else if (a === '--node-args') o.nodeArgs = val().split(/\s+/).filter(Boolean);
+    else if (a === '--workers') o.workers = Number(val());
     else throw new Error(`unknown option ${a}\n${HELP}`);
   }
   o.runs ||= o.quick ? 1 : 3;
@@ -169,7 +172,7 @@ async function main(): Promise<void> {
   const pgs = await benchPostgres();
   const logds: Logd[] = [];
   const started = (l: Logd): Logd => { logds.push(l); return l; };
-  let logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: o.nodeArgs }));
+  let logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: o.nodeArgs, workers: o.workers }));
   log(`logd on ${logd.url} (${logd.children().map((c) => c.role).join(', ')})`);
   // rate limit far above any offered load (10,000 r/s is the shipped one)
   const nginx = await startNginx(o.root, `127.0.0.1:${logd.port}`, '1000000r/s');
@@ -275,7 +278,7 @@ async function main(): Promise<void> {
       await logd.stop();
       const run = `drain${Date.now().toString(36)}`;
       const frameCount = await preload(redis, o.root, run, logs);
-      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: o.nodeArgs }));
+      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: o.nodeArgs, workers: o.workers }));
       ctx.urls.direct = logd.url;
       const d = await timeDrain(redis, pgs, run, logs, frameCount);
       results.push({ ...d, ceiling: before?.rowsPerS });
@@ -297,7 +300,7 @@ async function main(): Promise<void> {
       await logd.stop();
       // A long shutdown timeout: a child killed by the primary writes no profile, and after an overload
       // logd can take longer than its default 15 s to stop (see the notes).
-      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: [...o.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`], env: { LOGD_SERVER_SHUTDOWN_TIMEOUT_MS: '120000' } }));
+      logd = started(await startLogd(o.root, redisServer, pgs, { nodeArgs: [...o.nodeArgs, '--cpu-prof', `--cpu-prof-dir=${dir}`], workers: o.workers, env: { LOGD_SERVER_SHUTDOWN_TIMEOUT_MS: '120000' } }));
       ctx.urls.direct = logd.url;
       const roles = new Map(logd.children().map((c) => [c.pid, c.role]));
       await warmUp(ctx, 1);
@@ -361,7 +364,9 @@ async function main(): Promise<void> {
     if (paired.length) {
       const e2e = med(paired, (r) => r.e2eLogsPerS);
       const ratio = med(paired, (r) => r.e2eLogsPerS / r.copyCeiling!);
-      targets.push({ name: '100 logs/request: e2e persisted vs raw COPY ceiling (measured right before each run)', want: '≥ 80%', got: `median ${Math.round(e2e).toLocaleString('en-US')} rows/s; ratio per run ${paired.map((r) => `${((100 * r.e2eLogsPerS) / r.copyCeiling!).toFixed(0)}%`).join(', ')} (median ${(100 * ratio).toFixed(0)}%)`, pass: ratio >= 0.8 });
+      // Not the issue's target, which is the sustained rate (next row): wrk's closed loop offers more
+      // than can be persisted, so accepting at full speed takes the CPU the persister and PostgreSQL need.
+      targets.push({ name: '(diagnostic) 100 logs/request, closed loop (an overload: logs accepted at full speed until the backlog is full): e2e persisted vs raw COPY ceiling measured right before each run', want: '—', got: `median ${Math.round(e2e).toLocaleString('en-US')} rows/s; ratio per run ${paired.map((r) => `${((100 * r.e2eLogsPerS) / r.copyCeiling!).toFixed(0)}%`).join(', ')} (median ${(100 * ratio).toFixed(0)}%)`, pass: null });
     }
   }
   if (sustain.length && sustainCeiling) {
@@ -435,6 +440,7 @@ async function main(): Promise<void> {
     root: o.root,
     commit: commitOf(o.root),
     machine: machine(wrkVersion),
+    httpWorkers: o.workers ?? os.availableParallelism(),
     runs, copy, xadd, steady: steady.filter((r) => r.scenario === 'stress'), steps, sustain, sustainCeiling, drain, profile, targets, notes,
   };
   const md = markdown(report);

@@ -57,6 +57,8 @@ export interface Report {
   root: string;
   commit: string;
   machine: Machine;
+  /** logd's HTTP workers */
+  httpWorkers: number;
   runs: RunResult[];
   copy: CopyCeiling[];
   xadd: XaddCeiling[];
@@ -89,7 +91,7 @@ export function markdown(r: Report): string {
   L.push('## Ingest', '');
   L.push(`Measured by \`${r.command}\` (bench/ingest.ts; how it works: bench/README.md) on ${r.started}, ${r.minutes.toFixed(1)} min${r.quick ? ', **quick run** (1 run per scenario, short loads: indicative only)' : ''}; logd at \`${r.commit}\`.`, '');
   L.push(`Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memory} RAM, Linux ${r.machine.kernel}; ${Object.entries(r.machine.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
-  L.push('Everything runs on these 2 cores at once: wrk, nginx (2 workers), logd (2 HTTP workers + persister), Redis, PostgreSQL. '
+  L.push(`Everything runs on these ${r.machine.nproc} cores at once: wrk, nginx (2 workers), logd (${r.httpWorkers} HTTP worker${r.httpWorkers === 1 ? '' : 's'} + persister), Redis, PostgreSQL. `
     + 'The machine was shared with other engineers\' test runs: the "others" column is the CPU (in cores) that processes outside the bench used during each load; figures are medians over the runs, and ratios (logd vs the ceilings) are taken within this one run.', '');
 
   L.push('### Targets (issue 6), through nginx unless said', '');
@@ -223,7 +225,7 @@ export function markdown(r: Report): string {
       for (const t of rep.topSelf) L.push(`| \`${t.fn.replace(/\|/g, '\\|')}\` | ${f0(t.ms)} | ${f1(t.pctBusy)} |`);
       L.push('');
     };
-    table('HTTP workers (both merged)', p.http);
+    table(r.httpWorkers === 1 ? 'HTTP worker' : `HTTP workers (all ${r.httpWorkers} merged)`, p.http);
     if (p.persister) table('Persister', p.persister);
   }
 
