@@ -31,8 +31,14 @@ import { COPY_COLUMNS } from './copy';
 import { countParams, parseSummary, summarizeRows, type CountParams, type Tally } from './summary';
 
 const COPY_SQL = `COPY logs (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
-/** Frames asked for per XREADGROUP. */
+/** Most frames asked for per XREADGROUP or XCLAIM. */
 const READ_COUNT = 500;
+/**
+ * Logs asked for per XREADGROUP (in frames, by the size of the frames read
+ * last): a big reply blocks Redis, and every append with it, while it is
+ * built, and a batch should not overshoot batch_max_rows by a whole read.
+ */
+const READ_ROWS = 5000;
 /** Longest XREADGROUP BLOCK while idle, so a stop request is noticed promptly. */
 const IDLE_BLOCK_MS = 500;
 const PRUNE_EVERY_MS = 30_000;
@@ -102,6 +108,8 @@ export class Persister {
   private readonly pool: pg.Pool;
   private readonly versions: Versions;
   private lastPrune = 0;
+  /** logs per frame in the last read, to size the next */
+  private logsPerFrame = 1;
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
   /**
@@ -188,15 +196,19 @@ export class Persister {
       const left = deadline - Date.now();
       if (batch.length && left <= 0) break;
       const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
-      const got = await this.reads.read(this.consumer, READ_COUNT, block);
+      const count = Math.min(READ_COUNT, Math.max(1, Math.ceil(Math.min(READ_ROWS, maxRows - rows) / this.logsPerFrame)));
+      const got = await this.reads.read(this.consumer, count, block);
       // Nothing new: return, even empty, so that run() gets to its periodic
       // claim of a dead consumer's entries while no traffic arrives.
       if (!got.length) break;
       if (!batch.length) deadline = Date.now() + maxWait;
+      let gotRows = 0;
       for (const e of got) {
         batch.push(e);
-        if (isFrame(e)) rows += e.n;
+        if (isFrame(e)) gotRows += e.n;
       }
+      rows += gotRows;
+      this.logsPerFrame = Math.max(1, gotRows / got.length);
     }
     return batch;
   }
