@@ -115,7 +115,12 @@ export function redisConfArgs(confFile: string): string[] {
 
 export async function benchRedis(root: string): Promise<RedisServer> {
   const r = await startRedis({ extraArgs: redisConfArgs(path.join(root, 'conf', 'redis.conf')) });
-  own({ name: 'redis-server', pid: () => r.pid(), stop: () => r.stop(), kill: () => r.kill('SIGKILL') }, undefined, false); // the launcher watches it
+  // the launcher watches it; its directory (the AOF: up to ~2 GB on tmpfs) goes with it
+  const stop = async (): Promise<void> => {
+    await r.stop();
+    await fsp.rm(r.dir, { recursive: true, force: true });
+  };
+  own({ name: 'redis-server', pid: () => r.pid(), stop, kill: () => r.kill('SIGKILL') }, undefined, false);
   return r;
 }
 
