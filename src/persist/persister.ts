@@ -61,8 +61,14 @@ async function ledger(db: pg.Pool | pg.PoolClient, sql: string, frames: Frame[])
   return new Set(rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
 }
 
+const tallyCache = new WeakMap<Frame, Tally[]>();
+
 /** A frame's counts: from the summary the door wrote, or from its rows when it has none (older or hand-written frames). */
-const talliesOf = (f: Frame): Tally[] => parseSummary(f.summary, f.n) ?? summarizeRows(f.rows);
+function talliesOf(f: Frame): Tally[] {
+  let tallies = tallyCache.get(f);
+  if (!tallies) tallyCache.set(f, (tallies = parseSummary(f.summary, f.n) ?? summarizeRows(f.rows)));
+  return tallies;
+}
 
 const isEmpty = (b: Batch): boolean => !b.bad.length && !b.overDelivered.length && !b.load;
 
@@ -110,6 +116,8 @@ export class Persister {
   private lastPrune = 0;
   /** logs per frame in the last read, to size the next */
   private logsPerFrame = 1;
+  /** invalidation and acknowledgement of the batches committed so far */
+  private acking: Promise<void> = Promise.resolve();
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
   /**
@@ -162,6 +170,8 @@ export class Persister {
         if (!recovering && Date.now() - lastClaim >= claimEvery) recovering = 'others';
         if (recovering) {
           const own = recovering === 'own';
+          // the pending list must not still hold batches already committed
+          await this.acking;
           const entries = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
           if (entries.length < READ_COUNT) {
             recovering = undefined;
@@ -180,6 +190,7 @@ export class Persister {
       }
       await this.maybePrune();
     }
+    await this.acking;
     await this.pool.end();
   }
 
@@ -205,7 +216,11 @@ export class Persister {
       let gotRows = 0;
       for (const e of got) {
         batch.push(e);
-        if (isFrame(e)) gotRows += e.n;
+        if (!isFrame(e)) continue;
+        gotRows += e.n;
+        // counted now, a read at a time, rather than all at once when the batch is done:
+        // the event loop then never keeps PostgreSQL waiting for long
+        talliesOf(e);
       }
       rows += gotRows;
       this.logsPerFrame = Math.max(1, gotRows / got.length);
@@ -303,8 +318,12 @@ export class Persister {
     } finally {
       client.release(broken && !isDataError(broken) ? broken : undefined);
     }
-    await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
-    await this.retry('acknowledge batch', () => this.queue.ack(frames));
+    // Invalidation and acknowledgement go on while the next batch is loaded (in order, one batch after
+    // another); a crash before the ack only means a redelivery, which the ledger turns into an ack.
+    this.acking = this.acking.then(async () => {
+      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
+      await this.retry('acknowledge batch', () => this.queue.ack(frames));
+    });
     this.stats.batches++;
     this.stats.rows += loaded;
     rowsPersisted.inc(loaded);
