@@ -68,7 +68,7 @@ export const deadLettered = new Counter({ name: 'logd_dead_lettered_total', help
 
 export const cacheLookups = new Counter({
   name: 'logd_cache_lookups_total',
-  help: 'cache-aside lookups, by cache and result (hit, miss, error)',
+  help: 'cache-aside lookups, by cache and result (hit, miss, shared, waited, late, error)',
   labelNames: ['cache', 'result'] as const,
 });
 

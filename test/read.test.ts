@@ -234,8 +234,9 @@ t.test('read path', async (t) => {
     const delta = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
     t.ok(answers.every((a) => a.status === 200), 'all answered');
     t.equal(new Set(answers.map((a) => JSON.stringify(a.body.data))).size, 1, 'all the same logs');
-    t.equal(delta('hit') + delta('miss') + delta('shared') + delta('waited'), 40, `40 lookups: ${JSON.stringify({ before, after })}`);
-    t.ok(delta('miss') >= 1 && delta('miss') <= 2, `PostgreSQL asked ${delta('miss')} time(s) for 40 concurrent requests (2 workers)`);
+    t.equal(delta('hit') + delta('miss') + delta('shared') + delta('waited') + delta('late'), 40, `40 lookups: ${JSON.stringify({ before, after })}`);
+    // 'late': the other worker's rebuild did not come within cache's wait (a loaded machine): not a second rebuild under the lock
+    t.ok(delta('miss') >= 1 && delta('miss') <= 2, `rebuilt ${delta('miss')} time(s) for 40 concurrent requests (2 workers), ${delta('late')} late`);
   });
 
   await t.test('every cache key has a TTL', async (t) => {

@@ -26,9 +26,11 @@ export type Source = 'cache' | 'database';
 
 /**
  * Which cache, for logd_cache_lookups_total{cache, result}. Results: hit;
- * miss (this lookup asked PostgreSQL); shared (it joined a rebuild of the
- * same key in this process); waited (it got another process' rebuild from
- * the cache); error (the cache failed, PostgreSQL answered).
+ * miss (this lookup rebuilt the value from PostgreSQL); shared (it joined a
+ * rebuild of the same key in this process); waited (it got another
+ * process' rebuild from the cache); late (another process' rebuild did not
+ * come in time, or the version moved meanwhile: it asked PostgreSQL
+ * itself); error (the cache failed, PostgreSQL answered).
  */
 export type CacheName = 'logs' | 'stats';
 
@@ -123,7 +125,7 @@ export class Cache {
     }
     if (!mine) {
       const theirs = await this.awaitRebuild(redis, key, versionKey, tag);
-      cacheLookups.inc({ cache: name, result: theirs === undefined ? 'miss' : 'waited' });
+      cacheLookups.inc({ cache: name, result: theirs === undefined ? 'late' : 'waited' });
       return theirs === undefined ? { payload: await build(), source: 'database' } : { payload: theirs, source: 'cache' };
     }
     cacheLookups.inc({ cache: name, result: 'miss' });
