@@ -116,7 +116,7 @@ export class Persister {
   private lastPrune = 0;
   /** logs per frame in the last read, to size the next */
   private logsPerFrame = 1;
-  /** acknowledgement of the batches committed so far */
+  /** invalidation and acknowledgement of the batches committed so far */
   private acking: Promise<void> = Promise.resolve();
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
@@ -318,10 +318,12 @@ export class Persister {
     } finally {
       client.release(broken && !isDataError(broken) ? broken : undefined);
     }
-    await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
-    // The acknowledgement goes on while the next batch is loaded (in order, one batch after another);
-    // a crash before it only means a redelivery, which the ledger turns into an ack.
-    this.acking = this.acking.then(() => this.retry('acknowledge batch', () => this.queue.ack(frames)).then(() => undefined));
+    // Invalidation and acknowledgement go on while the next batch is loaded (in order, one batch after
+    // another); a crash before the ack only means a redelivery, which the ledger turns into an ack.
+    this.acking = this.acking.then(async () => {
+      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
+      await this.retry('acknowledge batch', () => this.queue.ack(frames));
+    });
     this.stats.batches++;
     this.stats.rows += loaded;
     rowsPersisted.inc(loaded);
