@@ -78,20 +78,13 @@ function devicesIn(tallies: Iterable<Tally[]>): Set<string> {
   return devices;
 }
 
-/**
- * Frames to load, with what their transaction needs computed before it
- * starts: each frame's counts, and the counts of them all merged.
- */
+/** Frames to load, with their counts merged before the transaction starts (each frame's are in talliesOf). */
 interface Load {
   frames: Frame[];
-  tallies: Map<string, Tally[]>;
   counts: CountParams;
 }
 
-function prepare(frames: Frame[]): Load {
-  const tallies = new Map(frames.map((f) => [f.id, talliesOf(f)]));
-  return { frames, tallies, counts: countParams([...tallies.values()].flat()) };
-}
+const prepare = (frames: Frame[]): Load => ({ frames, counts: countParams(frames.flatMap(talliesOf)) });
 
 /** Entries read from the stream, sorted by what becomes of them. */
 interface Batch {
@@ -116,7 +109,7 @@ export class Persister {
   private lastPrune = 0;
   /** logs per frame in the last read, to size the next */
   private logsPerFrame = 1;
-  /** invalidation and acknowledgement of the batches committed so far */
+  /** invalidation and acknowledgement of the batches committed so far (acknowledge()) */
   private acking: Promise<void> = Promise.resolve();
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
@@ -271,10 +264,7 @@ export class Persister {
   private async retireOverDelivered(frames: Frame[]): Promise<void> {
     const done = await this.retry('look up the ledger', () => ledger(this.pool, SQL.findIngested, frames));
     const committed = frames.filter((f) => done.has(f.id));
-    if (committed.length) {
-      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(committed.map(talliesOf))));
-      await this.retry('acknowledge batch', () => this.queue.ack(committed));
-    }
+    if (committed.length) this.acknowledge(committed);
     for (const f of frames) {
       if (!done.has(f.id)) await this.deadLetter(f, `delivered ${f.deliveries} times without being persisted (queue.max_deliveries = ${this.cfg.queue.max_deliveries})`);
     }
@@ -295,7 +285,7 @@ export class Persister {
    * invalidation covers every frame of the batch, in case a crash came
    * between an earlier COMMIT and its invalidation.
    */
-  private async load({ frames, tallies, counts }: Load): Promise<void> {
+  private async load({ frames, counts }: Load): Promise<void> {
     const t0 = performance.now();
     const client = await this.pool.connect();
     let broken: Error | undefined;
@@ -307,7 +297,7 @@ export class Persister {
       if (todo.length) {
         await pipeline(Readable.from(todo.map((f) => f.rows)), client.query(copyFrom(COPY_SQL)));
         for (const f of todo) loaded += f.n;
-        const todoCounts = todo === frames ? counts : countParams(todo.flatMap((f) => tallies.get(f.id)!));
+        const todoCounts = todo === frames ? counts : countParams(todo.flatMap(talliesOf));
         await client.query(SQL.addCounts, todoCounts);
       }
       await client.query('COMMIT');
@@ -318,18 +308,25 @@ export class Persister {
     } finally {
       client.release(broken && !isDataError(broken) ? broken : undefined);
     }
-    // Invalidation and acknowledgement go on while the next batch is loaded (in order, one batch after
-    // another); a crash before the ack only means a redelivery, which the ledger turns into an ack.
-    this.acking = this.acking.then(async () => {
-      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(tallies.values())));
-      await this.retry('acknowledge batch', () => this.queue.ack(frames));
-    });
+    this.acknowledge(frames);
     this.stats.batches++;
     this.stats.rows += loaded;
     rowsPersisted.inc(loaded);
     batchSize.observe(loaded);
     batchDuration.observe((performance.now() - t0) / 1000);
     this.log.debug({ frames: frames.length, rows: loaded }, 'batch persisted');
+  }
+
+  /**
+   * Invalidates the cached reads of committed frames and acknowledges them,
+   * while the persister goes on (in order, one batch after another); a crash
+   * before the ack only means a redelivery, which the ledger turns into an ack.
+   */
+  private acknowledge(frames: Frame[]): void {
+    this.acking = this.acking.then(async () => {
+      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(frames.map(talliesOf))));
+      await this.retry('acknowledge batch', () => this.queue.ack(frames));
+    });
   }
 
   /** Forgets recorded entry IDs that can no longer be redelivered. */
