@@ -1,6 +1,6 @@
 /** Frame summaries (the counts the rollups are built from): hours of every accepted timestamp form, merging, fallbacks. */
 import t from 'tap';
-import { normalizeTimestamp, type Accepted } from '../src/http/validate';
+import { normalizeTimestamp, validateBody, type Accepted } from '../src/http/validate';
 import { countParams, epochHour, frameSummary, parseSummary, summarizeRows, type Tally } from '../src/persist/summary';
 
 const H = 3_600_000;
@@ -28,8 +28,18 @@ t.test('epochHour: the UTC hour of what the door writes', async (t) => {
   for (const bad of ['2024-02-29T12:00:00', '2024-02-29 12:00:00 UTC', 'yesterday']) t.ok(Number.isNaN(epochHour(bad)), `${bad}: NaN`);
 });
 
+t.test('the door keeps the hour of each accepted timestamp, as epochHour reads the text it writes', async (t) => {
+  const forms: (string | number)[] = ['2024-02-29T00:30:00+05:30', '2024-02-29T00:30:00+0530', '2024-02-29T00:30:00+05', '2024-12-31T23:45:00-00:30',
+    '2024-12-31T23:15:00-02', '2024-02-29 12:00', '2024-02-29T12:59:59.999999z', '1969-12-31T23:59:59Z', 1700000000123, 0];
+  for (const timestamp of forms) {
+    const v = validateBody('single', { device_id: 'd', log_level: 'INFO', message: 'm', timestamp }, false);
+    const entry = v.ok ? v.entries[0] : undefined;
+    t.ok(entry?.time !== undefined && entry.hour === epochHour(entry.time), `${timestamp}: hour ${entry?.hour} of ${entry?.time}`);
+  }
+});
+
 t.test('frameSummary counts per device, level and hour', async (t) => {
-  const e = (device_id: string, log_level: string, time?: string): Accepted => ({ device_id, log_level, message: 'm', data: '{}', time });
+  const e = (device_id: string, log_level: string, time?: string): Accepted => ({ device_id, log_level, message: 'm', data: '{}', time, hour: time === undefined ? undefined : epochHour(time) });
   const now = Date.UTC(2026, 0, 1, 10, 30);
   t.same(JSON.parse(frameSummary([e('d', 'INFO')], now)), [['d', 'INFO', now / H - 0.5, 1]]);
   const entries = [

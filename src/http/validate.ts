@@ -6,6 +6,7 @@
  * reference's clients keep working.
  */
 import Ajv, { type ErrorObject } from 'ajv';
+import { utcHour } from '../persist/summary';
 import { batchSchema, logEntrySchema, MAX_LOG_DATA_DEPTH, type LogEntry } from './schemas';
 
 export interface Issue {
@@ -88,13 +89,16 @@ const timestampIssue = (loc: (string | number)[]): Issue => ({
 
 const ISO = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
 
+const HOUR_MS = 3_600_000;
+
 /**
- * Returns the timestamp as text PostgreSQL parses the same way whatever its
- * settings (ISO-8601 with an explicit offset), or undefined if it is not a
- * real date-time. Sub-millisecond digits of ISO input are kept.
+ * The timestamp as text PostgreSQL parses the same way whatever its
+ * settings (ISO-8601 with an explicit offset), with its UTC epoch hour (for
+ * the frame summary), or undefined if it is not a real date-time.
+ * Sub-millisecond digits of ISO input are kept.
  */
-export function normalizeTimestamp(ts: string | number): string | undefined {
-  if (typeof ts === 'number') return new Date(ts).toISOString();
+function parseTimestamp(ts: string | number): { iso: string; hour: number } | undefined {
+  if (typeof ts === 'number') return { iso: new Date(ts).toISOString(), hour: Math.floor(ts / HOUR_MS) };
   const m = ISO.exec(ts);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s = '00', frac = '', zone = 'Z'] = m;
@@ -103,8 +107,13 @@ export function normalizeTimestamp(ts: string | number): string | undefined {
   if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
   if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
   if (zone.length > 1 && (Number(zone.slice(1, 3)) > 15)) return undefined;
-  return `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`;
+  // zone: Z, ±HH, ±HHMM or ±HH:MM; minutes east of UTC
+  const offset = zone.length === 1 ? 0 : (zone[0] === '+' ? 1 : -1) * (Number(zone.slice(1, 3)) * 60 + (zone.length > 3 ? Number(zone.slice(-2)) : 0));
+  return { iso: `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`, hour: utcHour(year, month, day, Number(h), Number(mi), offset) };
 }
+
+/** parseTimestamp's text alone (query parameters). */
+export const normalizeTimestamp = (ts: string | number): string | undefined => parseTimestamp(ts)?.iso;
 
 /** What PostgreSQL text cannot hold: U+0000 and unpaired surrogates. */
 function badString(s: string): string | undefined {
@@ -168,6 +177,8 @@ export interface Accepted {
   data: string;
   /** event time as ISO-8601 text, or undefined for "receive time". */
   time: string | undefined;
+  /** UTC epoch hour of `time` (undefined with it) */
+  hour: number | undefined;
 }
 
 function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boolean, out: Issue[], accepted: Accepted[]): void {
@@ -178,9 +189,9 @@ function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boo
       if (why) out.push({ loc: [...loc, field], msg: why, type: 'string_unstorable' });
     }
   }
-  let time: string | undefined;
+  let time: { iso: string; hour: number } | undefined;
   if (e.timestamp !== undefined) {
-    time = normalizeTimestamp(e.timestamp);
+    time = parseTimestamp(e.timestamp);
     if (time === undefined) out.push(timestampIssue([...loc, 'timestamp']));
   }
   if (e.log_data !== undefined) {
@@ -190,7 +201,7 @@ function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boo
   if (out.length > before) return;
   // Only now: JSON.stringify recurses, and a too-deep log_data (refused above) would exhaust the stack.
   const data = e.log_data === undefined ? '{}' : JSON.stringify(e.log_data);
-  accepted.push({ device_id: e.device_id, log_level: e.log_level, message: e.message, data, time });
+  accepted.push({ device_id: e.device_id, log_level: e.log_level, message: e.message, data, time: time?.iso, hour: time?.hour });
 }
 
 export type Verdict = { ok: true; entries: Accepted[] } | { ok: false; issues: Issue[] };
