@@ -31,14 +31,21 @@ const bool = (def: boolean, description: string): Leaf & { type: 'boolean' } => 
 /** The options, by section. Order here is the order in conf/logd.toml. */
 export const OPTIONS = {
   server: {
-    host: str('0.0.0.0', 'address the HTTP workers listen on'),
+    host: str('127.0.0.1', 'address the HTTP workers listen on; the proxy (conf/nginx.conf) runs on the same host'),
     port: int(8000, 'TCP port shared by all HTTP workers', 1, 65535),
     workers: int(0, 'number of HTTP worker processes; 0 = available CPUs', 0, 256),
     body_limit_single: int(1048576, 'largest body of POST /api/log, in bytes (1 MiB)', 1),
     body_limit_batch: int(52428800, 'largest body of POST /api/logs/batch, in bytes (50 MiB)', 1),
     shutdown_timeout_ms: int(15000, 'time SIGTERM/SIGINT allows for draining requests and the last persist batch, in ms', 100),
     worker_heap_mb: int(256, 'V8 old-space limit of each HTTP worker, in MiB: keeps RSS low under load; must hold a few of the largest batch bodies', 64),
+    max_inflight_bytes: int(67108864, 'request-body bytes one HTTP worker holds at once (declared or read so far, until the answer); past it requests get 503 LOGD_OVERLOADED + Retry-After, in bytes (64 MiB)', 1),
+    max_header_bytes: int(16384, 'request headers larger than this in total are answered 431, in bytes (16 KiB)', 1024),
+    allow_root: bool(false, 'let `logd serve` run as root with an external Redis or PostgreSQL (only on disposable test machines: the HTTP workers parse untrusted input)'),
     drain_ms: int(6000, 'after SIGTERM/SIGINT, workers keep answering open connections (with Connection: close) this long; keep it above the proxy\'s upstream keepalive_timeout (conf/nginx.conf: 5 s), in ms', 0),
+  },
+  auth: {
+    mode: str('token', 'token: every route but /health, /docs, /redoc and /openapi.json needs a bearer token (logd token create), even while none exists; open: no authentication', ['token', 'open']),
+    allow_open_remote: bool(false, 'let mode = "open" listen on a non-loopback server.host (anyone who reaches the port can then write, read and scrape)'),
   },
   data: {
     dir: str('./var', 'directory for the embedded Redis and PostgreSQL (used only when they are not configured)'),
@@ -58,7 +65,10 @@ export const OPTIONS = {
     password: str('', 'PostgreSQL password; empty = none'),
     database: str('logd', 'PostgreSQL database'),
     pool_size: int(4, 'PostgreSQL connections per HTTP worker, for reads and /health', 1, 100),
-    statement_timeout_ms: int(30000, 'a read (GET /api/logs..., /api/stats) running longer than this is cancelled and answered 503, in ms', 1),
+    statement_timeout_ms: int(10000, 'a device query, /api/stats or a search without q, data or level running longer than this is cancelled and answered 503 LOGD_QUERY_TIMEOUT, in ms', 1),
+    search_concurrency: int(1, 'searches with q, data or level (filters no index serves) running at once per HTTP worker; they never take more of pool_size, so device queries and stats keep the rest', 1, 99),
+    search_timeout_ms: int(5000, 'a search with q, data or level running longer than this is cancelled and answered 503 LOGD_QUERY_TIMEOUT, in ms', 1),
+    acquire_timeout_ms: int(1000, 'a read that waits longer than this for a free connection of its share is answered 503 LOGD_BUSY + Retry-After, in ms', 1),
   },
   queue: {
     group: str('log_workers', 'consumer group the persisters read with'),
@@ -186,9 +196,20 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     const what = e.keyword === 'additionalProperties' ? 'is not a known option' : e.message;
     throw new LogdError('LOGD_CONFIG_INVALID', `${key || 'config'} ${what}`);
   }
-  const cfg = tree as unknown as { server: { workers: number; drain_ms: number; shutdown_timeout_ms: number }; data: { dir: string } };
+  const cfg = tree as unknown as {
+    server: { host: string; workers: number; drain_ms: number; shutdown_timeout_ms: number };
+    auth: { mode: string; allow_open_remote: boolean };
+    postgres: { pool_size: number; search_concurrency: number };
+    data: { dir: string };
+  };
   if (cfg.server.drain_ms >= cfg.server.shutdown_timeout_ms) {
     throw new LogdError('LOGD_CONFIG_INVALID', `server.drain_ms (${cfg.server.drain_ms}) must be below server.shutdown_timeout_ms (${cfg.server.shutdown_timeout_ms})`);
+  }
+  if (cfg.postgres.search_concurrency >= cfg.postgres.pool_size) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `postgres.search_concurrency (${cfg.postgres.search_concurrency}) must be below postgres.pool_size (${cfg.postgres.pool_size}): device queries and stats keep the rest`);
+  }
+  if (cfg.auth.mode === 'open' && !isLoopback(cfg.server.host) && !cfg.auth.allow_open_remote) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `auth.mode = "open" on server.host ${cfg.server.host} would let anyone who reaches it write and read logs: listen on 127.0.0.1, use auth.mode = "token", or set auth.allow_open_remote = true`);
   }
   if (cfg.server.workers === 0) cfg.server.workers = availableParallelism();
   cfg.data.dir = path.resolve(cfg.data.dir);
@@ -208,6 +229,15 @@ export function defaults(): Map<string, Leaf> {
   }
   return out;
 }
+
+/** Whether an address only this machine can reach (127.0.0.0/8, ::1, localhost). */
+export const isLoopback = (host: string): boolean =>
+  host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
+/** What /health, `logd check` and the start-up log say while authentication is off (none while it is on). */
+export const openWarning = (c: Config): string[] => (c.auth.mode === 'open'
+  ? [`authentication is OFF (auth.mode = "open"): anyone who reaches ${c.server.host}:${c.server.port} can send, read and scrape logs`]
+  : []);
 
 export const embeddedRedis = (c: Config): boolean => c.redis.host === '';
 export const embeddedPostgres = (c: Config): boolean => c.postgres.host === '';

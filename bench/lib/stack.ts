@@ -210,7 +210,7 @@ export async function startLogd(root: string, redis: RedisServer, pgs: Pg, opts:
     env: {
       ...process.env,
       REDIS_HOST: HOST, REDIS_PORT: String(redis.port), ...pgs.env,
-      LOGD_LOG_LEVEL: 'warn', LOGD_SERVER_HOST: HOST,
+      LOGD_LOG_LEVEL: 'warn', LOGD_SERVER_HOST: HOST, LOGD_AUTH_MODE: 'open', LOGD_SERVER_ALLOW_ROOT: 'true',
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -47,6 +47,10 @@ export async function startLogd(opts: LogdOptions = {}): Promise<Logd> {
   const env = {
     ...process.env,
     LOGD_LOG_LEVEL: 'warn',
+    // Tests of other features run without tokens, explicitly (test/auth.test.ts and test/security.test.ts use tokens),
+    // and as root against their private services (the suite runs as root in CI).
+    LOGD_AUTH_MODE: 'open',
+    LOGD_SERVER_ALLOW_ROOT: 'true',
     // No proxy pools connections to a test's logd: stop as soon as requests are answered.
     LOGD_SERVER_DRAIN_MS: '0',
     ...serviceEnv(opts.redis, opts.pg),
