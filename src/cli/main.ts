@@ -205,6 +205,11 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await command.run(cfg, positionals, flags, log);
   } catch (err) {
+    // A configuration error found once running (`logd serve` as root, for one) exits 2 as well: conf/logd.service does not restart it.
+    if (err instanceof LogdError && err.code === 'LOGD_CONFIG_INVALID') {
+      process.stderr.write(`logd: invalid configuration: ${err.message}\n`);
+      return 2;
+    }
     log.fatal({ err }, `${name} failed`);
     process.stderr.write(`logd ${name}: ${(err as Error).message}\n`);
     return 1;

@@ -3,21 +3,30 @@
  * and owns its own redis-server and postgres (Debian's binaries) under the
  * data directory, reachable only through unix sockets there, and stops them
  * on exit. PostgreSQL refuses to run as root: as root, it runs as the
- * `postgres` user.
+ * `postgres` user. Nothing in the data directory is readable by other users
+ * (the AOF holds logs and token records):
  *
+ *   <data.dir>/                    0750 (as root, group postgres: it must reach pg/)
  *   <data.dir>/logd.pid            the primary that owns the services
- *   <data.dir>/redis/              AOF, redis.sock, redis.pid, redis.log
- *   <data.dir>/pg/                 the cluster; its socket; postgres.log beside it
+ *   <data.dir>/redis/              0700: AOF, redis.sock, redis.pid, redis.log, all 0600
+ *   <data.dir>/pg/                 0700: the cluster and its socket
+ *   <data.dir>/postgres.log        0640
+ *
+ * The cluster's superuser is `postgres` (EMBEDDED_SUPERUSER); logd itself
+ * connects as postgres.user, an unprivileged role that owns the database
+ * (ensureDatabase).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, fchmodSync, fchownSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
 import Redis from 'ioredis';
 import type { Config } from '../config';
 import { embeddedPostgres, embeddedRedis } from '../config';
 import { pgConfig } from '../connections';
+import { LogdError } from '../errors';
 import type { Logger } from '../log';
+import { EMBEDDED_SUPERUSER, NO_SUCH_ROLE } from '../persist/migrate';
 
 const START_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 30_000;
@@ -108,20 +117,40 @@ function checkReachable(dir: string, owner: { uid: number }): void {
   }
 }
 
+/** Directories 0700 and files 0600 under `dir`, itself included: data directories made by older logd had 0755/0644. */
+function makePrivate(dir: string): void {
+  chmodSync(dir, 0o700);
+  for (const name of readdirSync(dir)) {
+    const file = path.join(dir, name);
+    const st = lstatSync(file);
+    if (st.isDirectory()) makePrivate(file);
+    else if (!st.isSymbolicLink()) chmodSync(file, 0o600);
+  }
+}
+
 async function startRedis(socket: string, log: Logger): Promise<ChildProcess> {
   const bin = which(['redis-server', '/usr/bin/redis-server'], 'install Redis (apt-get install redis-server)');
   const dir = path.dirname(socket);
-  mkdirSync(dir, { recursive: true });
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makePrivate(dir);
   const logFile = path.join(dir, 'redis.log');
-  const out = openSync(logFile, 'a');
-  // The safe settings of conf/redis.conf: AOF, and a policy that never evicts the stream.
-  const child = spawn(bin, [
-    '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir,
-    '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '',
-    '--maxmemory', '1gb', '--maxmemory-policy', 'noeviction',
-    '--daemonize', 'no', '--pidfile', path.join(dir, 'redis.pid'),
-  ], { stdio: ['ignore', out, out], detached: true });
-  closeSync(out);
+  const out = openSync(logFile, 'a', 0o600);
+  // redis-server has no setting for the mode of the files it creates (AOF, pid file, socket before
+  // --unixsocketperm applies): they follow the umask it inherits, 077 for the moment of the spawn.
+  const umask = process.umask(0o077);
+  let child: ChildProcess;
+  try {
+    // The safe settings of conf/redis.conf: AOF, and a policy that never evicts the stream.
+    child = spawn(bin, [
+      '--port', '0', '--unixsocket', socket, '--unixsocketperm', '600', '--dir', dir,
+      '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '',
+      '--maxmemory', '1gb', '--maxmemory-policy', 'noeviction',
+      '--daemonize', 'no', '--pidfile', path.join(dir, 'redis.pid'),
+    ], { stdio: ['ignore', out, out], detached: true });
+  } finally {
+    process.umask(umask);
+    closeSync(out);
+  }
   await until('embedded redis-server', async () => {
     if (child.exitCode !== null) throw new Error('exited');
     const r = new Redis({ path: socket, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
@@ -137,11 +166,9 @@ async function startRedis(socket: string, log: Logger): Promise<ChildProcess> {
   return child;
 }
 
-async function startPostgres(cfg: Config, dir: string, log: Logger): Promise<ChildProcess> {
+async function startPostgres(cfg: Config, dir: string, owner: { uid: number; gid: number } | undefined, log: Logger): Promise<ChildProcess> {
   const bin = pgBinDir();
-  const owner = pgOwner();
   const logFile = path.join(path.dirname(dir), 'postgres.log');
-  mkdirSync(path.dirname(dir), { recursive: true });
   if (owner) checkReachable(dir, owner);
   const asOwner = owner ? { uid: owner.uid, gid: owner.gid } : {};
   if (!existsSync(path.join(dir, 'PG_VERSION'))) {
@@ -149,22 +176,26 @@ async function startPostgres(cfg: Config, dir: string, log: Logger): Promise<Chi
     mkdirSync(dir, { mode: 0o700 });
     if (owner) chownSync(dir, owner.uid, owner.gid);
     log.info({ dir }, 'initialising the embedded PostgreSQL cluster');
-    execFileSync(path.join(bin, 'initdb'), ['-D', dir, '-U', cfg.postgres.user, '-A', 'trust', '-E', 'UTF8', '--locale=C'], { ...asOwner, stdio: 'pipe' });
+    execFileSync(path.join(bin, 'initdb'), ['-D', dir, '-U', EMBEDDED_SUPERUSER, '-A', 'trust', '-E', 'UTF8', '--locale=C'], { ...asOwner, stdio: 'pipe' });
   }
-  writeFileSync(logFile, '', { flag: 'a' });
-  if (owner) chownSync(logFile, owner.uid, owner.gid);
-  const out = openSync(logFile, 'a');
+  const out = openSync(logFile, 'a', 0o640);
+  fchmodSync(out, 0o640);
+  if (owner) fchownSync(out, owner.uid, owner.gid);
   const child = spawn(path.join(bin, 'postgres'), [
     '-D', dir, '-k', dir, '-p', String(PG_PORT), '-c', 'listen_addresses=',
   ], { ...asOwner, stdio: ['ignore', out, out], detached: true });
   closeSync(out);
-  const probeCfg = withEmbeddedEndpoints(cfg);
+  const probe = { ...pgConfig(withEmbeddedEndpoints(cfg), 'postgres'), user: EMBEDDED_SUPERUSER };
   await until('embedded postgres', async () => {
     if (child.exitCode !== null) throw new Error('exited');
-    const c = new pg.Client(pgConfig(probeCfg, 'postgres'));
+    const c = new pg.Client(probe);
     try {
       await c.connect();
       return true;
+    } catch (err) {
+      // No role EMBEDDED_SUPERUSER: a cluster made by an older logd, ready (ensureDatabase adopts it).
+      if ((err as { code?: string }).code === NO_SUCH_ROLE) return true;
+      throw err;
     } finally {
       await c.end().catch(() => undefined);
     }
@@ -207,8 +238,15 @@ export async function startEmbedded(cfg: Config, log: Logger): Promise<Embedded>
   const wantRedis = embeddedRedis(cfg);
   const wantPg = embeddedPostgres(cfg);
   if (!wantRedis && !wantPg) return { cfg, stop: async () => undefined };
+  if (wantPg && cfg.postgres.user === EMBEDDED_SUPERUSER) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `postgres.user must not be "${EMBEDDED_SUPERUSER}" with the embedded PostgreSQL: that is its superuser, and logd connects as an unprivileged role`);
+  }
   const dataDir = cfg.data.dir;
-  mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+  const pgUser = wantPg ? pgOwner() : undefined;
+  mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+  // Also tightens a data directory an older logd made 0755.
+  chmodSync(dataDir, 0o750);
+  if (pgUser) chownSync(dataDir, -1, pgUser.gid);
   const lock = path.join(dataDir, 'logd.pid');
   const owner = readPid(lock);
   if (owner && owner !== process.pid && isAlive(owner)) {
@@ -233,7 +271,7 @@ export async function startEmbedded(cfg: Config, log: Logger): Promise<Embedded>
   try {
     if (wantRedis) children.push(await startRedis(completed.redis.host, log));
     if (wantPg) {
-      pgChild = await startPostgres(cfg, completed.postgres.host, log);
+      pgChild = await startPostgres(cfg, completed.postgres.host, pgUser, log);
       children.push(pgChild);
     }
   } catch (err) {

@@ -8,7 +8,9 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Config } from '../config';
-import { embeddedPostgres } from '../config';
+import { embeddedPostgres, embeddedRedis, openWarning } from '../config';
+import { activeTokens } from '../auth/tokens';
+import { LogdError } from '../errors';
 import type { Logger } from '../log';
 import { withRedis } from '../connections';
 import { serveClusterMetrics } from '../metrics';
@@ -30,12 +32,31 @@ interface Slot {
   ready: boolean;
 }
 
+/**
+ * The HTTP workers parse untrusted input, so `logd serve` runs as root only
+ * in the embedded development setup (the quick start) or with
+ * server.allow_root (disposable test machines). In the embedded setup the
+ * workers keep root: its Redis socket is private to root and its PostgreSQL
+ * socket to the `postgres` user, and another user could reach them only if
+ * they were opened up.
+ */
+function checkRoot(cfg: Config, log: Logger): void {
+  if (process.getuid?.() !== 0) return;
+  if (!(embeddedRedis(cfg) && embeddedPostgres(cfg)) && !cfg.server.allow_root) {
+    throw new LogdError('LOGD_CONFIG_INVALID', 'logd serve refuses to run as root with an external Redis or PostgreSQL (server.allow_root = false): '
+      + 'its HTTP workers parse untrusted input. Run it as an unprivileged user: the systemd unit conf/logd.service (User=logd), '
+      + 'or `useradd --system logd` and `runuser -u logd -- logd serve ...`');
+  }
+  log.warn("running as root: the HTTP workers parse untrusted input with root's privileges; outside local development, run logd as an unprivileged user (conf/logd.service: User=logd)");
+}
+
 export async function serve(cfgIn: Config, log: Logger): Promise<number> {
+  checkRoot(cfgIn, log);
   process.title = 'logd: primary';
   const embedded = await startEmbedded(cfgIn, log);
   const cfg = embedded.cfg;
   try {
-    if (embeddedPostgres(cfgIn)) await ensureDatabase(cfg);
+    if (embeddedPostgres(cfgIn)) await ensureDatabase(cfg, log);
     await migrate(cfg);
     await checkRedis(cfg, log);
   } catch (err) {
@@ -65,6 +86,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
       if (!announced && slots.every((s) => s.ready)) {
         announced = true;
         log.info({ port: cfg.server.port, workers: cfg.server.workers, pid: process.pid }, `logd listening on http://${cfg.server.host}:${cfg.server.port}`);
+        for (const warning of openWarning(cfg)) log.warn(warning);
       }
     });
     w.on('exit', (code, signal) => {
@@ -104,9 +126,13 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
   });
 }
 
-/** Warns when the Redis server could lose or evict accepted logs. */
+/** Warns when the Redis server could lose or evict accepted logs, and when no route but the public ones can be used yet. */
 async function checkRedis(cfg: Config, log: Logger): Promise<void> {
-  for (const warning of await withRedis(cfg, 'logd:primary', redisWarnings)) log.warn(warning);
+  const [warnings, tokens] = await withRedis(cfg, 'logd:primary', (redis) => Promise.all([redisWarnings(redis), activeTokens(redis)]));
+  for (const warning of warnings) log.warn(warning);
+  if (cfg.auth.mode === 'token' && tokens === 0) {
+    log.warn('no active token exists: every route but /health and the docs answers 401 until one is created (logd token create --name NAME --scope ingest|read|admin)');
+  }
 }
 
 async function stopChildren(slots: Slot[]): Promise<void> {
