@@ -23,11 +23,27 @@ Options:
   --listen PORT|ADDR:PORT
                        replace the listen address (line marked "# logd-listen";
                        default 80). Use a port above 1023 when not root.
-  --rate N             limit_req_zone rate, N requests/s per client address
-                       (or "Nr/s", "Nr/m"); line marked "# logd-rate", default
-                       10000r/s.
+                       With --tls-cert this listener only redirects to TLS.
+  --tls-cert FILE      absolute path of the PEM certificate (chain) and
+  --tls-key FILE       of its private key: enables the TLS server (the lines
+                       starting with "#tls "). Both or neither. nginx's master
+                       reads them at start and reload (root may own them, 0600).
+  --tls-listen PORT|ADDR:PORT
+                       TLS listen address (default 443); needs --tls-cert.
+  --real-ip-from CIDR  a proxy or load balancer whose header names the client
+                       (IPv4/IPv6 address or network; repeatable). Rate limits
+                       then key on the client's address. Never list networks
+                       that clients themselves connect from.
+  --real-ip-header NAME
+                       the header those proxies set (default X-Forwarded-For;
+                       e.g. X-Real-IP); needs --real-ip-from.
+  --rate N             ingest limit_req_zone rate, N requests/s per client
+                       address (or "Nr/s", "Nr/m"); line marked "# logd-rate",
+                       default 9000r/s.
+  --query-rate N       the same for the query zone (/api/logs, /api/stats,
+                       /api/); line marked "# logd-query-rate", default 1000r/s.
   --burst N            burst for /api/log and /api/logs/batch
-                       (lines marked "# logd-ingest-burst", default 20000).
+                       (lines marked "# logd-ingest-burst", default 9000).
   --query-burst N      burst for /api/logs, /api/stats, /api/
                        (lines marked "# logd-query-burst", default 200).
   --conf FILE          source file (default: conf/nginx.conf next to this script).
@@ -43,6 +59,8 @@ Start a fresh nginx for such a config: the api_limit zone's state survives
 
 Example:
   scripts/render-nginx.sh --listen 8080 127.0.0.1:8001 127.0.0.1:8002 > /tmp/ngx/nginx.conf
+  scripts/render-nginx.sh --tls-cert /etc/logd/tls/fullchain.pem --tls-key /etc/logd/tls/privkey.pem \
+      --real-ip-from 10.0.0.0/24 127.0.0.1:8000 > /etc/logd/nginx.conf
   install -d -m 0755 /tmp/ngx /tmp/ngx/logs
   nginx -p /tmp/ngx/ -c /tmp/ngx/nginx.conf -g 'daemon off;'
 EOF
@@ -50,8 +68,9 @@ EOF
 
 die() { printf 'render-nginx.sh: %s\n' "$*" >&2; exit 2; }
 
-listen="" rate="" burst="" qburst="" hint=0
-servers=()
+listen="" rate="" qrate="" burst="" qburst="" hint=0
+tls_cert="" tls_key="" tls_listen="" real_ip_header=""
+servers=() real_ip_from=()
 while (($#)); do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -59,6 +78,18 @@ while (($#)); do
         --listen=*) listen=${1#*=}; shift ;;
         --rate) (($# >= 2)) || die "--rate needs a value"; rate=$2; shift 2 ;;
         --rate=*) rate=${1#*=}; shift ;;
+        --query-rate) (($# >= 2)) || die "--query-rate needs a value"; qrate=$2; shift 2 ;;
+        --query-rate=*) qrate=${1#*=}; shift ;;
+        --tls-cert) (($# >= 2)) || die "--tls-cert needs a value"; tls_cert=$2; shift 2 ;;
+        --tls-cert=*) tls_cert=${1#*=}; shift ;;
+        --tls-key) (($# >= 2)) || die "--tls-key needs a value"; tls_key=$2; shift 2 ;;
+        --tls-key=*) tls_key=${1#*=}; shift ;;
+        --tls-listen) (($# >= 2)) || die "--tls-listen needs a value"; tls_listen=$2; shift 2 ;;
+        --tls-listen=*) tls_listen=${1#*=}; shift ;;
+        --real-ip-from) (($# >= 2)) || die "--real-ip-from needs a value"; real_ip_from+=("$2"); shift 2 ;;
+        --real-ip-from=*) real_ip_from+=("${1#*=}"); shift ;;
+        --real-ip-header) (($# >= 2)) || die "--real-ip-header needs a value"; real_ip_header=$2; shift 2 ;;
+        --real-ip-header=*) real_ip_header=${1#*=}; shift ;;
         --burst) (($# >= 2)) || die "--burst needs a value"; burst=$2; shift 2 ;;
         --burst=*) burst=${1#*=}; shift ;;
         --query-burst) (($# >= 2)) || die "--query-burst needs a value"; qburst=$2; shift 2 ;;
@@ -91,19 +122,56 @@ for s in "${servers[@]}"; do
     fi
 done
 
-if [[ -n $listen ]]; then
-    if [[ $listen =~ ^[0-9]+$ ]]; then
-        valid_port "$listen" || die "bad --listen port: $listen"
-    elif [[ $listen =~ ^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):([0-9]+)$ ]]; then
-        valid_port "${BASH_REMATCH[2]}" || die "bad --listen port: $listen"
+# Prints the port of a PORT or ADDR:PORT listen address; fails on anything else.
+listen_port() {
+    if [[ $2 =~ ^[0-9]+$ ]]; then
+        valid_port "$2" || die "bad $1 port: $2"
+        printf '%s' "$2"
+    elif [[ $2 =~ ^(\[[0-9A-Fa-f:.]+\]|[0-9.]+|[A-Za-z0-9.-]+):([0-9]+)$ ]]; then
+        local port=${BASH_REMATCH[2]}
+        valid_port "$port" || die "bad $1 port: $2"
+        printf '%s' "$port"
     else
-        die "bad --listen (want PORT or ADDR:PORT): $listen"
+        die "bad $1 (want PORT or ADDR:PORT): $2"
     fi
+}
+if [[ -n $listen ]]; then listen_port --listen "$listen" > /dev/null; fi
+
+# Normalizes a rate in $2 (N, Nr/s or Nr/m) for option $1.
+check_rate() {
+    local r=$2
+    if [[ $r =~ ^[0-9]+$ ]]; then r="${r}r/s"; fi
+    [[ $r =~ ^[1-9][0-9]*r/[sm]$ ]] || die "bad $1 (want N, Nr/s or Nr/m): $2"
+    printf '%s' "$r"
+}
+if [[ -n $rate ]]; then rate=$(check_rate --rate "$rate"); fi
+if [[ -n $qrate ]]; then qrate=$(check_rate --query-rate "$qrate"); fi
+
+# TLS: both files or neither. Absolute paths without characters nginx (or
+# awk, below) would read as syntax.
+tls_port=""
+syntax_chars=$'[[:space:];\'"{}$\\]'
+if [[ -n $tls_cert || -n $tls_key ]]; then
+    [[ -n $tls_cert && -n $tls_key ]] || die "--tls-cert and --tls-key go together"
+    for f in "$tls_cert" "$tls_key"; do
+        [[ $f == /* && ! $f =~ $syntax_chars ]] || die "bad TLS file (want an absolute path without spaces, ';', quotes, braces, '\$' or '\\'): $f"
+    done
+    tls_listen=${tls_listen:-443}
+    tls_port=$(listen_port --tls-listen "$tls_listen")
+elif [[ -n $tls_listen ]]; then
+    die "--tls-listen needs --tls-cert and --tls-key"
 fi
-if [[ -n $rate ]]; then
-    if [[ $rate =~ ^[0-9]+$ ]]; then rate="${rate}r/s"; fi
-    [[ $rate =~ ^[1-9][0-9]*r/[sm]$ ]] || die "bad --rate (want N, Nr/s or Nr/m): $rate"
+
+# Trusted proxies: IPv4 or IPv6 addresses or networks.
+for cidr in "${real_ip_from[@]}"; do
+    [[ $cidr =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$ || $cidr =~ ^[0-9A-Fa-f:]*:[0-9A-Fa-f:.]*(/[0-9]{1,3})?$ ]] \
+        || die "bad --real-ip-from (want an IPv4 or IPv6 address or CIDR network): $cidr"
+done
+if [[ -n $real_ip_header ]]; then
+    ((${#real_ip_from[@]} > 0)) || die "--real-ip-header needs --real-ip-from"
+    [[ $real_ip_header =~ ^[A-Za-z0-9-]+$ ]] || die "bad --real-ip-header (want a header name): $real_ip_header"
 fi
+((${#real_ip_from[@]} == 0)) || real_ip_header=${real_ip_header:-X-Forwarded-For}
 [[ -z $burst || $burst =~ ^[0-9]+$ ]] || die "bad --burst: $burst"
 [[ -z $qburst || $qburst =~ ^[0-9]+$ ]] || die "bad --query-burst: $qburst"
 
@@ -111,8 +179,34 @@ fi
 # half a config on stdout.
 rendered=$(awk \
     -v servers="${servers[*]}" \
-    -v listen="$listen" -v rate="$rate" -v burst="$burst" -v qburst="$qburst" '
+    -v listen="$listen" -v rate="$rate" -v qrate="$qrate" -v burst="$burst" -v qburst="$qburst" \
+    -v tls_cert="$tls_cert" -v tls_key="$tls_key" -v tls_listen="$tls_listen" -v tls_port="$tls_port" \
+    -v real_ip_from="${real_ip_from[*]}" -v real_ip_header="$real_ip_header" '
     function fail(msg) { printf "render-nginx.sh: %s: %s\n", FILENAME, msg > "/dev/stderr"; bad = 1; exit 3 }
+    # The TLS server: "#tls " lines become directives when a certificate is given.
+    /^[ \t]*#tls / {
+        ntls++
+        if (tls_cert != "") sub(/#tls /, "")
+    }
+    /^[ \t]*#[ \t]*logd-real-ip-begin[ \t]*$/ {
+        if (inrealip || nrealip) fail("duplicate logd-real-ip-begin marker")
+        inrealip = 1; nrealip++; print
+        realip_indent = $0; sub(/[^ \t].*$/, "", realip_indent)
+        n = split(real_ip_from, list, " ")
+        for (i = 1; i <= n; i++) printf "%sset_real_ip_from %s;\n", realip_indent, list[i]
+        if (n) {
+            printf "%sreal_ip_header %s;\n", realip_indent, real_ip_header
+            # Skips every trusted proxy in a chain (e.g. CDN, then load balancer).
+            printf "%sreal_ip_recursive on;\n", realip_indent
+        }
+        next
+    }
+    /^[ \t]*#[ \t]*logd-real-ip-end[ \t]*$/ {
+        if (!inrealip) fail("logd-real-ip-end without logd-real-ip-begin")
+        inrealip = 0; print; next
+    }
+    # Whatever the shipped file has between the real-IP markers is replaced.
+    inrealip { next }
     /^[ \t]*#[ \t]*logd-upstream-begin[ \t]*$/ {
         if (inblk || nbegin) fail("duplicate logd-upstream-begin marker")
         inblk = 1; nbegin++; print; next
@@ -145,6 +239,27 @@ rendered=$(awk \
         nrate++
         if (rate != "" && !sub(/rate=[0-9]+r\/[sm]/, "rate=" rate)) fail("cannot rewrite the logd-rate line")
     }
+    /;[ \t]*#[ \t]*logd-query-rate[ \t]*$/ {
+        nqrate++
+        if (qrate != "" && !sub(/rate=[0-9]+r\/[sm]/, "rate=" qrate)) fail("cannot rewrite the logd-query-rate line")
+    }
+    /;[ \t]*#[ \t]*logd-tls-listen[ \t]*$/ {
+        ntlslisten++
+        if (tls_cert != "" && !sub(/listen[ \t]+[^ \t;]+/, "listen " tls_listen)) fail("cannot rewrite the logd-tls-listen line")
+    }
+    /;[ \t]*#[ \t]*logd-tls-cert[ \t]*$/ {
+        ntlscert++
+        if (tls_cert != "" && !sub(/ssl_certificate[ \t]+[^ \t;]+/, "ssl_certificate     " tls_cert)) fail("cannot rewrite the logd-tls-cert line")
+    }
+    /;[ \t]*#[ \t]*logd-tls-key[ \t]*$/ {
+        ntlskey++
+        if (tls_cert != "" && !sub(/ssl_certificate_key[ \t]+[^ \t;]+/, "ssl_certificate_key " tls_key)) fail("cannot rewrite the logd-tls-key line")
+    }
+    /[;}][ \t]*#[ \t]*logd-tls-redirect[ \t]*$/ {
+        ntlsredirect++
+        # The default port stays implicit in the redirect; any other is named.
+        if (tls_cert != "" && tls_port != "443" && !sub(/https:\/\/\$host/, "https://$host:" tls_port)) fail("cannot rewrite the logd-tls-redirect line")
+    }
     /;[ \t]*#[ \t]*logd-ingest-burst[ \t]*$/ {
         niburst++
         if (burst != "" && !sub(/burst=[0-9]+/, "burst=" burst)) fail("cannot rewrite a logd-ingest-burst line")
@@ -160,6 +275,10 @@ rendered=$(awk \
         if (!seen_server) fail("no server line between the logd-upstream markers")
         if (nlisten < 1) fail("no logd-listen marker")
         if (nrate != 1) fail("need exactly one logd-rate marker")
+        if (nqrate != 1) fail("need exactly one logd-query-rate marker")
+        if (nrealip != 1 || inrealip) fail("need exactly one logd-real-ip-begin/end marker pair")
+        if (ntlslisten != 1 || ntlscert != 1 || ntlskey != 1 || ntlsredirect != 1) fail("need exactly one each of the logd-tls-listen, -cert, -key and -redirect markers")
+        if (ntls < 4) fail("no \"#tls \" lines")
         if (niburst < 1) fail("no logd-ingest-burst marker")
         if (nqburst < 1) fail("no logd-query-burst marker")
     }

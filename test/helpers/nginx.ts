@@ -5,8 +5,8 @@
  *
  * Each nginx gets its own prefix directory (mode 0755: started as root, the
  * workers run as nobody and must traverse it to write request bodies to
- * PREFIX/client_body_temp), a free listen port on 127.0.0.1, and runs in the
- * foreground (`-g 'daemon off;'`) as our child. A detached shell watchdog
+ * PREFIX/client_body_temp), a free listen port on 127.0.0.1 (and a second one
+ * for TLS when rendered with a certificate), and runs in the foreground (`-g 'daemon off;'`) as our child. A detached shell watchdog
  * sends the master SIGTERM if this process dies without stopping it (tap
  * SIGKILLs a test file that times out), so no nginx outlives its test.
  */
@@ -14,6 +14,7 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -50,12 +51,22 @@ export interface RenderOptions {
   burst?: number;
   /** --query-burst */
   queryBurst?: number;
+  /** --query-rate, e.g. "1r/m" */
+  queryRate?: string;
+  /** --tls-cert and --tls-key (absolute paths): TLS on a second port (Nginx.tlsUrl), the plain port redirects to it */
+  tls?: { cert: string; key: string };
+  /** --real-ip-from, each */
+  realIpFrom?: string[];
+  /** --real-ip-header */
+  realIpHeader?: string;
 }
 
 export interface Nginx {
   port: number;
   /** http://127.0.0.1:port */
   url: string;
+  /** https://127.0.0.1:tlsPort, when rendered with `tls` */
+  tlsUrl?: string;
   /** the prefix directory (ends without "/") */
   prefix: string;
   /** absolute path of the rendered configuration */
@@ -75,11 +86,15 @@ export interface Nginx {
 }
 
 /** Runs scripts/render-nginx.sh and returns the configuration text. */
-async function render(opts: RenderOptions, listen: string): Promise<string> {
+async function render(opts: RenderOptions, listen: string, tlsListen?: string): Promise<string> {
   const args = [RENDER, '--listen', listen];
   if (opts.rate !== undefined) args.push('--rate', opts.rate);
   if (opts.burst !== undefined) args.push('--burst', String(opts.burst));
   if (opts.queryBurst !== undefined) args.push('--query-burst', String(opts.queryBurst));
+  if (opts.queryRate !== undefined) args.push('--query-rate', opts.queryRate);
+  if (opts.tls) args.push('--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key, '--tls-listen', tlsListen!);
+  for (const cidr of opts.realIpFrom ?? []) args.push('--real-ip-from', cidr);
+  if (opts.realIpHeader !== undefined) args.push('--real-ip-header', opts.realIpHeader);
   const { stdout } = await execFileP('bash', [...args, ...opts.upstreams]);
   return stdout;
 }
@@ -128,12 +143,13 @@ function parseAccessLog(text: string): AccessEntry[] {
   return out;
 }
 
-async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
+async function launch(opts: RenderOptions, port: number, tlsPort?: number): Promise<Nginx> {
   const prefix = await fsp.mkdtemp(path.join(os.tmpdir(), 'logd-nginx-'));
   await fsp.chmod(prefix, 0o755);
   await fsp.mkdir(path.join(prefix, 'logs'), { mode: 0o755 });
   const conf = path.join(prefix, 'nginx.conf');
-  await fsp.writeFile(conf, await render(opts, `127.0.0.1:${port}`));
+  const tlsListen = tlsPort === undefined ? undefined : `127.0.0.1:${tlsPort}`;
+  await fsp.writeFile(conf, await render(opts, `127.0.0.1:${port}`, tlsListen));
   const outFile = path.join(prefix, 'logs', 'nginx.out');
   const errorLogFile = path.join(prefix, 'logs', 'error.log');
   const base = ['-p', `${prefix}/`, '-c', conf];
@@ -155,6 +171,7 @@ async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
   }));
   proc.unref();
   const url = `http://127.0.0.1:${port}`;
+  const tlsUrl = tlsPort === undefined ? undefined : `https://127.0.0.1:${tlsPort}`;
 
   const workers = (): number[] => {
     const ps = execFileSync('ps', ['-o', 'pid=,ppid=,args=', '-e']).toString();
@@ -174,9 +191,11 @@ async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
   };
 
   try {
-    await waitFor(`nginx on ${url} to answer /nginx_status`, async () => {
+    // With TLS the plain port only redirects: ask the TLS port (any certificate will do here).
+    const status = `${tlsUrl ?? url}/nginx_status`;
+    await waitFor(`nginx to answer ${status}`, async () => {
       if (exitReason !== undefined) throw new Error(`nginx ${exitReason}`);
-      return (await httpRequest(`${url}/nginx_status`)).status === 200;
+      return (await httpRequest(status, { tls: { rejectUnauthorized: false } })).status === 200;
     }, 20_000);
   } catch (err) {
     const detail = `${(err as Error).message}\n--- ${outFile} ---\n${tail(outFile)}\n--- ${errorLogFile} ---\n${tail(errorLogFile)}`;
@@ -187,6 +206,7 @@ async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
   return {
     port,
     url,
+    ...(tlsUrl ? { tlsUrl } : {}),
     prefix,
     conf,
     pid: proc.pid!,
@@ -194,7 +214,7 @@ async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
     accessLog: () => parseAccessLog(fs.readFileSync(path.join(prefix, 'logs', 'access.log'), 'utf8')),
     errorLog: () => fs.readFileSync(errorLogFile, 'utf8'),
     async reload(next) {
-      await fsp.writeFile(conf, await render(next, `127.0.0.1:${port}`));
+      await fsp.writeFile(conf, await render(next, `127.0.0.1:${port}`, tlsListen));
       await execFileP(NGINX_BIN, [...base, '-t', '-q']);
       const old = workers();
       await execFileP(NGINX_BIN, [...base, '-s', 'reload']);
@@ -207,11 +227,11 @@ async function launch(opts: RenderOptions, port: number): Promise<Nginx> {
   };
 }
 
-/** Starts nginx on a free 127.0.0.1 port in front of `opts.upstreams`. */
+/** Starts nginx on a free 127.0.0.1 port (and another for TLS) in front of `opts.upstreams`. */
 export async function startNginx(opts: RenderOptions): Promise<Nginx> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await launch(opts, await freePort());
+      return await launch(opts, await freePort(), opts.tls ? await freePort() : undefined);
     } catch (err) {
       if (!(err as { addressInUse?: boolean }).addressInUse || attempt >= 3) throw err;
     }
@@ -235,17 +255,20 @@ export interface HttpOptions {
   localAddress?: string;
   /** keep-alive agent to reuse connections; without one, each request has its own connection */
   agent?: http.Agent;
+  /** for https: URLs (ca, servername, minVersion, maxVersion, rejectUnauthorized...) */
+  tls?: https.RequestOptions;
 }
 
 /**
- * One request with node:http (fetch can choose neither the source address nor
- * a private connection pool). Resolves as soon as the response is complete,
- * even if the server answered before reading the whole body and closed
- * (nginx's 413).
+ * One request with node:http, or node:https for an https: URL (fetch can
+ * choose neither the source address nor a private connection pool). Resolves
+ * as soon as the response is complete, even if the server answered before
+ * reading the whole body and closed (nginx's 413).
  */
 export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpReply> {
   return new Promise((resolve, reject) => {
-    const req = http.request(url, {
+    const req = (url.startsWith('https:') ? https : http).request(url, {
+      ...opts.tls,
       method: opts.method ?? 'GET',
       headers: { ...(opts.agent ? {} : { connection: 'close' }), ...opts.headers },
       agent: opts.agent ?? false,
