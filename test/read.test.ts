@@ -325,9 +325,9 @@ t.test('read path', async (t) => {
       else t.equal(onLogs.length, 0, `${name}: does not read logs at all`);
     }
 
-    // A search no index serves is a scan: postgres.statement_timeout_ms bounds it.
+    // A search no index serves is a scan: postgres.search_timeout_ms bounds it.
     const strict = await startLogd({ redis, pg: db, workers: 1, env: {
-      POSTGRES_DB: 'explain', LOGD_REDIS_STREAM: 'explain:stream', LOGD_POSTGRES_STATEMENT_TIMEOUT_MS: '1',
+      POSTGRES_DB: 'explain', LOGD_REDIS_STREAM: 'explain:stream', LOGD_POSTGRES_SEARCH_TIMEOUT_MS: '1',
     } });
     t.teardown(() => strict.stop());
     const scan = await request(`${strict.url}/api/logs?q=no-such-text`);

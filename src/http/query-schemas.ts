@@ -1,9 +1,9 @@
 /**
  * JSON Schemas of the read routes: their query parameters (ajv validates the
  * query string with them, see query.ts) and their answers, for the OpenAPI
- * document. Query values arrive as strings: ajv coerces integers, and
- * `type: 'array'` parameters are collected from repeated and comma-separated
- * values before validation.
+ * document. Query values arrive as strings: `type: 'integer'` parameters in
+ * decimal are converted, and `type: 'array'` parameters are collected from
+ * repeated and comma-separated values, before validation (query.ts).
  */
 import { LOG_LEVELS, MAX_EPOCH_MS } from './schemas';
 

@@ -19,7 +19,9 @@ export function parseTime(s: string): string | undefined {
   return normalizeTimestamp(s);
 }
 
-const ajv = new Ajv({ allErrors: true, strict: true, coerceTypes: true, useDefaults: true });
+// No coerceTypes: ajv would turn "1e400" and "Infinity" into Infinity (which then passes maximum), and "0x10" into 16.
+// queryParser converts integer parameters itself.
+const ajv = new Ajv({ allErrors: true, strict: true, useDefaults: true });
 ajv.addFormat('date-time', { type: 'string', validate: (s: string) => parseTime(s) !== undefined });
 
 function queryIssue(e: ErrorObject): Issue {
@@ -33,19 +35,29 @@ export interface QueryParser<T> {
   (raw: string | undefined): Parsed<T>;
 }
 
+/** An optional minus and decimal digits, nothing else. */
+const DECIMAL = /^-?\d+$/;
+
 /**
  * A parser for one route's query string. Parameters declared as arrays
  * collect every occurrence, split on commas (duplicates dropped); any other
- * parameter given twice keeps its last value, as FastAPI does.
+ * parameter given twice keeps its last value, as FastAPI does. An integer
+ * parameter written in decimal becomes a number (the schema then checks its
+ * range); any other text stays a string, which the schema refuses.
  */
 export function queryParser<T>(schema: { properties: Record<string, { type?: unknown }> }): QueryParser<T> {
   const validate: ValidateFunction<T> = ajv.compile<T>(schema);
   const arrays = new Set(Object.entries(schema.properties).filter(([, p]) => p.type === 'array').map(([k]) => k));
+  const integers = new Set(Object.entries(schema.properties).filter(([, p]) => p.type === 'integer').map(([k]) => k));
   return (raw) => {
     // No prototype: a parameter named __proto__ is just an unknown parameter.
     const params: Record<string, unknown> = Object.create(null);
     if (raw) {
       for (const [key, value] of new URLSearchParams(raw)) {
+        if (integers.has(key)) {
+          params[key] = DECIMAL.test(value) ? Number(value) : value;
+          continue;
+        }
         if (!arrays.has(key)) {
           params[key] = value;
           continue;
@@ -115,10 +127,12 @@ export function encodeCursor(createdAt: string, id: string): string {
 }
 
 const CURSOR = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z)\|(\d{1,19})$/;
+/** logs.id is a bigint: PostgreSQL refuses a larger cursor id with an error. */
+const MAX_BIGINT = 2n ** 63n - 1n;
 
 export function decodeCursor(raw: string): Parsed<{ createdAt: string; id: string }> {
   const m = CURSOR.exec(Buffer.from(raw, 'base64url').toString('utf8'));
-  if (!m || normalizeTimestamp(m[1]) === undefined) {
+  if (!m || normalizeTimestamp(m[1]) === undefined || BigInt(m[2]) > MAX_BIGINT) {
     return { ok: false, issues: [{ loc: ['query', 'cursor'], msg: 'Input should be a next_cursor from a previous answer', type: 'value_error' }] };
   }
   return { ok: true, value: { createdAt: m[1], id: m[2] } };

@@ -1,7 +1,8 @@
 /**
  * The read routes: GET /api/logs/{device_id} and GET /api/stats (through the
- * cache), GET /api/logs (search, straight from PostgreSQL). Everything the
- * handler needs from the request is read before the first await (uWS
+ * cache), GET /api/logs (search, straight from PostgreSQL: in the scans pool
+ * when a filter is applied along the scan, see src/read/db.ts). Everything
+ * the handler needs from the request is read before the first await (uWS
  * invalidates it when the callback returns).
  */
 import type { HttpRequest } from 'uWebSockets.js';
@@ -9,7 +10,7 @@ import { cacheKeys } from '../cache/versions';
 import type { Answer } from '../cache/cache';
 import { LogdError } from '../errors';
 import { log } from '../log';
-import { deviceLogs, searchLogs, type Search } from '../read/logs';
+import { deviceLogs, filtersAlongScan, searchLogs, type Search } from '../read/logs';
 import { stats } from '../read/stats';
 import { decodeCursor, encodeCursor, parseDataParam, parseTime, pathParser, queryParser } from './query';
 import { deviceIdParamSchema, deviceLogsQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
@@ -43,14 +44,14 @@ export function getDeviceLogs(x: Exchange, req: HttpRequest, ctx: Context): void
   const device = id.value;
   const { limit } = query.value;
   sendAnswer(x, ctx.cache.through('logs', cacheKeys.deviceLogs(device, limit), cacheKeys.deviceVersion(device), ctx.cfg.cache.device_ttl_s,
-    () => deviceLogs(ctx.pool, device, limit)));
+    () => deviceLogs(ctx.reads, device, limit)));
 }
 
 export function getStats(x: Exchange, req: HttpRequest, ctx: Context): void {
   const query = parseStatsQuery(req.getQuery());
   if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
   const since = query.value.since === undefined ? undefined : parseTime(query.value.since);
-  sendAnswer(x, ctx.cache.through('stats', cacheKeys.stats(since), cacheKeys.statsVersion, ctx.cfg.cache.stats_ttl_s, () => stats(ctx.pool, since)));
+  sendAnswer(x, ctx.cache.through('stats', cacheKeys.stats(since), cacheKeys.statsVersion, ctx.cfg.cache.stats_ttl_s, () => stats(ctx.reads, since)));
 }
 
 export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): void {
@@ -74,5 +75,5 @@ export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): vo
     else issues.push(...after.issues);
   }
   if (issues.length) return fail(x, 'LOGD_VALIDATION_FAILED', issues);
-  searchLogs(ctx.pool, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+  searchLogs(filtersAlongScan(search) ? ctx.scans : ctx.reads, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
 }

@@ -1,10 +1,10 @@
-/** The HTTP worker process: Redis for the stream, the cache, a PostgreSQL pool for reads and /health, the uWS server. */
-import pg from 'pg';
+/** The HTTP worker process: Redis for the stream, the cache, two PostgreSQL pools for reads and /health, the uWS server. */
 import { Cache } from '../cache/cache';
 import type { Config } from '../config';
-import { pgConfig, redisClient } from '../connections';
+import { redisClient } from '../connections';
 import type { Logger } from '../log';
 import { Queue } from '../queue/stream';
+import { readPools } from '../read/db';
 import type { RoleMain } from '../supervisor/child';
 import { Authenticator } from './auth';
 import { startServer, type Server } from './server';
@@ -15,10 +15,9 @@ const DRAIN_POLL_MS = 10;
 export function httpWorker(cfg: Config, log: Logger): RoleMain {
   const redis = redisClient(cfg, 'logd:http');
   redis.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
-  // The timeout bounds a search no index serves (a scan), so it cannot hold PostgreSQL's CPU for long.
-  const pool = new pg.Pool({ ...pgConfig(cfg), max: cfg.postgres.pool_size, statement_timeout: cfg.postgres.statement_timeout_ms });
-  pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL connection failed'));
-  const auth = new Authenticator(redis, log);
+  const { reads, scans } = readPools(cfg);
+  for (const p of [reads, scans]) p.pool.on('error', (err) => log.warn({ err: err.message }, 'idle PostgreSQL connection failed'));
+  const auth = new Authenticator(redis, log, cfg.auth.mode === 'open');
   const cache = new Cache(cfg, log);
   let server: Server | undefined;
   return {
@@ -26,7 +25,7 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
       await redis.connect();
       await auth.start();
       cache.start();
-      server = await startServer({ cfg, queue: new Queue(redis, cfg), pool, auth, cache });
+      server = await startServer({ cfg, queue: new Queue(redis, cfg), reads, scans, auth, cache });
     },
     async stop() {
       server?.stopListening();
@@ -37,7 +36,7 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
       auth.stop();
       cache.stop();
       redis.disconnect();
-      await pool.end();
+      await Promise.all([reads.pool.end(), scans.pool.end()]);
     },
   };
 }

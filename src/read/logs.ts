@@ -3,11 +3,8 @@
  * SQL.searchLogs (all columns as text) written straight into JSON text, the
  * answer's body, without a JSON.parse / stringify round trip of log_data.
  */
-import type pg from 'pg';
 import { SQL } from '../sql';
-import { readRows } from './db';
-
-type Row = (string | null)[];
+import type { ReadPool, Row } from './db';
 
 const str = (s: string | null): string => (s === null ? 'null' : JSON.stringify(s));
 
@@ -23,8 +20,8 @@ function logsJson(rows: Row[], count: number): string {
 }
 
 /** GET /api/logs/{device_id}: `{"total":N,"data":[...]}`, newest first; total counts data, as the reference did. */
-export async function deviceLogs(pool: pg.Pool, device: string, limit: number): Promise<string> {
-  const rows = await readRows(pool, SQL.deviceLogs, [device, limit]);
+export async function deviceLogs(db: ReadPool, device: string, limit: number): Promise<string> {
+  const rows = await db.rows(SQL.deviceLogs, [device, limit]);
   return `{"total":${rows.length},"data":${logsJson(rows, rows.length)}}`;
 }
 
@@ -42,6 +39,14 @@ export interface Search {
   limit: number;
 }
 
+/**
+ * Whether the search has a filter that PostgreSQL applies row by row along an
+ * index scan (no index serves q, data or level, see schema.sql): then how
+ * many rows it reads depends on how rare the matches are, up to the whole
+ * table, not on the limit. Such searches run in the scans pool (db.ts).
+ */
+export const filtersAlongScan = (s: Search): boolean => s.text !== undefined || s.data !== undefined || s.levels !== undefined;
+
 /** `%`, `_` and `\` of the searched text are literal. */
 const likePattern = (text: string): string => `%${text.replace(/[\\%_]/g, '\\$&')}%`;
 
@@ -50,8 +55,8 @@ const likePattern = (text: string): string => `%${text.replace(/[\\%_]/g, '\\$&'
  * than the page is asked for: it tells whether there is a next page, so the
  * last page says null instead of leading to an empty one.
  */
-export async function searchLogs(pool: pg.Pool, s: Search, cursor: (createdAt: string, id: string) => string): Promise<string> {
-  const rows = await readRows(pool, SQL.searchLogs, [
+export async function searchLogs(db: ReadPool, s: Search, cursor: (createdAt: string, id: string) => string): Promise<string> {
+  const rows = await db.rows(SQL.searchLogs, [
     s.deviceId ?? null, s.levels ?? null, s.since ?? null, s.until ?? null,
     s.text === undefined ? null : likePattern(s.text), s.data ?? null,
     s.after?.createdAt ?? null, s.after?.id ?? null, s.limit + 1,

@@ -1,16 +1,15 @@
 /** GET /api/stats from the rollups the persister maintains (never a scan of `logs`). */
-import type pg from 'pg';
 import { LOG_LEVELS } from '../http/schemas';
 import { SQL } from '../sql';
-import { readRows } from './db';
+import type { ReadPool } from './db';
 
 /**
  * `{"total_logs","logs_by_level","recent_devices","top_devices"}` (and
  * "since" for a window). logs_by_level lists every level, 0 included, then
  * any other level stored (rows written by hand).
  */
-export async function stats(pool: pg.Pool, since: string | undefined): Promise<string> {
-  const rows = await readRows(pool, since === undefined ? SQL.stats : SQL.statsSince, since === undefined ? [] : [since]);
+export async function stats(db: ReadPool, since: string | undefined): Promise<string> {
+  const rows = await db.rows(since === undefined ? SQL.stats : SQL.statsSince, since === undefined ? [] : [since]);
   const levels = new Map<string, number>(LOG_LEVELS.map((l) => [l, 0]));
   const devices: { device_id: string; count: number }[] = [];
   let total = 0;

@@ -1,7 +1,9 @@
 -- GET /api/logs: search, newest first, keyset-paginated on (created_at, id).
 -- A NULL parameter disables its filter. Run as an unnamed statement, it is
 -- planned with the actual values, so the disabled filters fold away and the
--- planner picks the index of the filters given.
+-- planner picks the index of the filters given. No index serves level, q
+-- or data: they filter the rows along the scan, so such a search may read
+-- the whole table (src/read/db.ts runs it in the scans pool).
 -- $1 device_id, $2 text[] levels, $3 since (inclusive), $4 until (exclusive),
 -- $5 LIKE pattern on message (case-insensitive), $6 jsonb contained in
 -- log_data, $7 + $8 cursor (created_at, id) of the last row already seen,
