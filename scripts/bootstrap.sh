@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes a Debian machine ready to run logd: installs redis-server and
-# postgresql (and nginx with --with-nginx) from Debian's packages when they are
-# missing, installs the npm dependencies when package-lock.json changed, and
+# postgresql (and, with --test, what the test suite drives: nginx and
+# chromium) from Debian's packages when they are missing, installs the npm dependencies when package-lock.json changed, and
 # builds. Idempotent and quiet when there is nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 need=()
 [ -x /usr/bin/redis-server ] || command -v redis-server >/dev/null || need+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
-if [ "${1:-}" = --with-nginx ]; then
+if [ "${1:-}" = --test ]; then
   [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx-light)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   sudo=

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: bootstrap (packages,
 # npm ci, build), then tap. Tests start their own private redis-server,
-# postgres and nginx. Ends with one line: "N passed, N failed".
+# postgres and nginx, and a headless chromium. Ends with one line: "N passed, N failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh --with-nginx || { echo "0 passed, 1 failed"; exit 1; }
+bash scripts/bootstrap.sh --test || { echo "0 passed, 1 failed"; exit 1; }
 
 out=$(mktemp)
 npx tap "$@" 2>&1 | tee "$out"

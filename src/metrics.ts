@@ -34,6 +34,11 @@ export const logsRefused = new Counter({
   labelNames: ['reason'] as const,
 });
 
+export const bodyBytesInFlight = new Gauge({
+  name: 'logd_http_body_bytes_in_flight',
+  help: 'request-body bytes the HTTP workers hold (declared or read, until answered); each worker refuses past server.max_inflight_bytes with 503 LOGD_OVERLOADED',
+});
+
 let readBacklog: (() => Promise<number>) | undefined;
 
 /** In the persister: where the backlog gauge reads the backlog at each scrape. */

@@ -1,14 +1,22 @@
-/** Bearer tokens: every route x every scope, revocation, and tokens never logged. */
+/** Bearer tokens: closed with no token, every route x every scope, revocation down to none, and tokens never logged. */
 import { spawnSync } from 'node:child_process';
 import t from 'tap';
 import { ROUTES } from '../src/http/routes';
+import { rawRequest } from './helpers/fuzz';
 import { waitFor } from './helpers/services';
 import { LOGD_BIN, request, serviceEnv, startStack } from './helpers/logd';
 
 const SCOPES = ['ingest', 'read', 'admin'] as const;
 
+/** A token's id and secret, by position: the base64url secret may itself contain '_'. */
+function tokenParts(token: string): { id: string; secret: string } {
+  const m = /^logd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/.exec(token);
+  if (!m) throw new Error(`not a token: ${token}`);
+  return { id: m[1], secret: m[2] };
+}
+
 t.test('authentication', async (t) => {
-  const { redis, pg, logd } = await startStack(t, { workers: 2, env: { LOGD_LOG_LEVEL: 'debug' } });
+  const { redis, pg, logd } = await startStack(t, { workers: 2, env: { LOGD_LOG_LEVEL: 'debug', LOGD_AUTH_MODE: 'token' } });
   const cli = (...args: string[]) => spawnSync(process.execPath, [LOGD_BIN, 'token', ...args], { env: { ...process.env, ...serviceEnv(redis, pg) }, encoding: 'utf8', timeout: 20_000 });
   const call = (route: (typeof ROUTES)[number], token?: string, fresh = false) => {
     const path = route.path.replace(/:[a-z_]+/g, 'auth-dev');
@@ -26,11 +34,11 @@ t.test('authentication', async (t) => {
     });
   };
 
-  await t.test('open while no token exists', async (t) => {
-    for (const route of ROUTES) {
-      const r = await call(route);
-      t.notOk([401, 403].includes(r.status), `${route.method.toUpperCase()} ${route.path} answers ${r.status} without a token`);
-    }
+  await t.test('closed while no token exists', async (t) => {
+    const answers = await Promise.all(ROUTES.map(async (route) => [route, (await call(route)).status] as const));
+    const wrong = answers.filter(([route, status]) => (route.scope === 'public' ? [401, 403].includes(status) : status !== 401));
+    t.same(wrong.map(([r, s]) => `${r.method} ${r.path}: ${s}`), [], 'public routes answer, every other one 401');
+    t.match(logd.output(), /no active token exists/, 'the start-up log says how to create one');
   });
 
   const tokens: Record<string, string> = {};
@@ -84,7 +92,7 @@ t.test('authentication', async (t) => {
     t.match(list.stdout, /\tt-ingest\tingest\tcreated \S+\tactive/);
     t.match(list.stdout, /3 active, 0 revoked/);
     t.notMatch(list.stdout, /logd_[0-9a-f]{12}_/, 'list never shows a token');
-    const id = tokens.ingest.split('_')[1];
+    const { id } = tokenParts(tokens.ingest);
     const revoke = cli('revoke', id);
     t.equal(revoke.status, 0);
     await allWorkers('refuse the revoked token', ingestRoute, tokens.ingest, (s) => s === 401);
@@ -93,7 +101,28 @@ t.test('authentication', async (t) => {
     t.equal(cli('create', '--name', 'x', '--scope', 'root').status, 2, 'unknown scope refused');
   });
 
+  await t.test('the scheme name is case-insensitive; two Authorization headers are refused', async (t) => {
+    const url = `${logd.url}/api/stats`;
+    const codes: number[] = [];
+    for (const scheme of ['bearer', 'BEARER', 'BeArEr']) codes.push((await request(url, { headers: { authorization: `${scheme} ${tokens.admin}` } })).status);
+    t.same(codes, [200, 200, 200]);
+    // fetch would join two values into one header: a raw request sends them apart.
+    const r = await rawRequest(logd.port, `GET /api/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.admin}\r\nAuthorization: Bearer ${tokens.read}\r\n\r\n`);
+    t.equal(r.response?.status, 400);
+    t.match(r.response?.body.toString(), /LOGD_BAD_REQUEST/);
+  });
+
+  await t.test('revoking the last token leaves logd closed', async (t) => {
+    for (const scope of ['read', 'admin'] as const) t.equal(cli('revoke', tokenParts(tokens[scope]).id).status, 0, `revoke ${scope}`);
+    t.match(cli('list').stdout, /0 active, 3 revoked/);
+    await allWorkers('refuse the revoked admin token', ingestRoute, tokens.admin, (s) => s === 401);
+    const after = await Promise.all(ROUTES.filter((r) => r.scope !== 'public').map(async (route) => (await call(route, undefined, true)).status));
+    t.same([...new Set(after)], [401], 'every non-public route answers 401 without a token');
+    t.equal((await call(ingestRoute, tokens.ingest, true)).status, 401, 'a token revoked earlier stays refused');
+  });
+
   t.test('tokens never appear in logd\'s logs', async (t) => {
-    for (const token of Object.values(tokens)) t.notOk(logd.output().includes(token.split('_')[2]), 'secret not in the output');
+    const leaked = Object.values(tokens).filter((token) => logd.output().includes(tokenParts(token).secret));
+    t.same(leaked, [], 'no secret in the output');
   });
 });

@@ -53,6 +53,10 @@ export async function listTokens(redis: Redis): Promise<TokenRecord[]> {
   return Object.values(all).map((j) => JSON.parse(j) as TokenRecord).sort((a, b) => a.created_at.localeCompare(b.created_at));
 }
 
+export async function activeTokens(redis: Redis): Promise<number> {
+  return (await listTokens(redis)).filter((r) => !r.revoked_at).length;
+}
+
 /** Marks a token revoked (kept for the record); false when there is no such id. */
 export async function revokeToken(redis: Redis, id: string): Promise<boolean> {
   const json = await redis.hget(TOKENS_KEY, id);

@@ -1,24 +1,30 @@
 /** `logd check`: validates the configuration and connectivity, and says what is wrong in plain words. */
 import pg from 'pg';
-import type { Config } from '../config';
+import { openWarning, type Config } from '../config';
 import { pgConfig, withRedis } from '../connections';
 import { redisWarnings } from '../queue/safety';
+import { activeTokens } from '../auth/tokens';
 
 const where = (host: string, port: number): string => (host.startsWith('/') ? `socket ${host}` : `${host}:${port}`);
 
 export async function check(cfg: Config, out: NodeJS.WritableStream): Promise<number> {
   let problems = 0;
   const ok = (msg: string): void => { out.write(`ok       ${msg}\n`); };
+  const warn = (msg: string): void => { out.write(`WARNING  ${msg}\n`); };
   const problem = (msg: string): void => { problems++; out.write(`PROBLEM  ${msg}\n`); };
   ok('configuration is valid');
+  for (const w of openWarning(cfg)) warn(w);
   const r = cfg.redis;
   try {
-    const warnings = await withRedis(cfg, 'logd:check', async (redis) => {
+    const [warnings, tokens] = await withRedis(cfg, 'logd:check', async (redis) => {
       await redis.ping();
-      return redisWarnings(redis);
+      return Promise.all([redisWarnings(redis), activeTokens(redis)]);
     });
     ok(`Redis answers at ${where(r.host, r.port)}`);
     for (const w of warnings) problem(w);
+    if (cfg.auth.mode === 'open') warn(`${tokens} active token${tokens === 1 ? '' : 's'}, not checked while auth.mode = "open"`);
+    else if (tokens === 0) warn('no active token: every route but /health and the docs answers 401 (logd token create --name NAME --scope ingest|read|admin)');
+    else ok(`authentication is on, ${tokens} active token${tokens === 1 ? '' : 's'}`);
   } catch (err) {
     problem(`cannot reach Redis at ${where(r.host, r.port)}: ${(err as Error).message}`);
   }

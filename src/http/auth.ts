@@ -1,12 +1,15 @@
 /**
- * Authentication of requests. Open while no token exists; once any active
- * token exists, every route but the public ones needs a bearer token with its
- * scope (`admin` holds every scope). No token, or an unknown or revoked one:
- * 401; a valid token without the route's scope: 403 (RFC 6750
- * insufficient_scope). Each worker keeps the active tokens in memory and
- * reloads them when `logd:tokens:version` changes (checked every second), so
- * a revocation takes effect within about a second; while Redis is
- * unreachable the last known set stays in force.
+ * Authentication of requests. In `auth.mode = "token"` (the default) every
+ * route but the public ones needs a bearer token with its scope (`admin`
+ * holds every scope), whether or not any token exists: revoking the last
+ * token leaves logd closed, never open. `auth.mode = "open"` switches
+ * authentication off, and only when configured so. No token, or an unknown or
+ * revoked one: 401; a valid token without the route's scope: 403 (RFC 6750
+ * insufficient_scope). The scheme name is case-insensitive (RFC 7235 §2.1).
+ * Each worker keeps the active tokens in memory and reloads them when
+ * `logd:tokens:version` changes (checked every second), so a revocation takes
+ * effect within about a second; while Redis is unreachable the last known
+ * set stays in force.
  */
 import type Redis from 'ioredis';
 import { LogdError } from '../errors';
@@ -15,16 +18,18 @@ import type { Logger } from '../log';
 import type { Scope } from './routes';
 
 const RELOAD_CHECK_MS = 1000;
+const BEARER = /^bearer +(\S+) *$/i;
 
 export class Authenticator {
   private active = new Map<string, TokenRecord>();
   private version: string | null | undefined;
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly redis: Redis, private readonly log: Logger) {}
+  constructor(private readonly redis: Redis, private readonly log: Logger, private readonly open: boolean) {}
 
   /** Loads the tokens, then keeps them current. */
   async start(): Promise<void> {
+    if (this.open) return;
     await this.refresh();
     this.timer = setInterval(() => void this.refresh().catch((err) => this.log.warn({ err: err.message }, 'cannot reload tokens; keeping the last known set')), RELOAD_CHECK_MS);
   }
@@ -48,12 +53,13 @@ export class Authenticator {
 
   /** Throws LOGD_UNAUTHORIZED / LOGD_FORBIDDEN unless `authorization` grants `scope`. */
   check(scope: Scope, authorization: string): void {
-    if (scope === 'public' || this.active.size === 0) return;
-    const token = authorization.startsWith('Bearer ') ? authorization.slice(7).trim() : '';
+    if (scope === 'public' || this.open) return;
+    const token = BEARER.exec(authorization)?.[1] ?? '';
     const id = token ? tokenId(token) : undefined;
     const record = id ? this.active.get(id) : undefined;
     if (!record || !matches(record, token)) {
-      throw new LogdError('LOGD_UNAUTHORIZED', token ? 'the bearer token is not valid' : 'this route needs a bearer token (Authorization: Bearer <token>)');
+      const none = this.active.size === 0 ? '; no token exists yet: create one with `logd token create`' : '';
+      throw new LogdError('LOGD_UNAUTHORIZED', `${token ? 'the bearer token is not valid' : 'this route needs a bearer token (Authorization: Bearer <token>)'}${none}`);
     }
     if (!record.scopes.includes(scope) && !record.scopes.includes('admin')) {
       throw new LogdError('LOGD_FORBIDDEN', `the token lacks the "${scope}" scope`);

@@ -2,10 +2,11 @@
  * GET /health: 200 "healthy" when Redis and PostgreSQL answer and the stream
  * is being persisted; otherwise 503 with the reasons, as "degraded" (ingest
  * still accepts: PostgreSQL down, no live or a failing persister, backlog
- * over its limit) or "unhealthy" (Redis down: ingest refuses).
+ * over its limit) or "unhealthy" (Redis down: ingest refuses). Authentication
+ * switched off is a reason too, whatever the status.
  */
 import type pg from 'pg';
-import type { Config } from '../config';
+import { openWarning, type Config } from '../config';
 import { liveStatuses, type PersisterStatus } from '../queue/status';
 import type { Queue } from '../queue/stream';
 
@@ -59,6 +60,6 @@ export async function health(cfg: Config, queue: Queue, pool: pg.Pool): Promise<
   const status = unhealthy.length ? 'unhealthy' : degraded.length ? 'degraded' : 'healthy';
   return {
     status: status === 'healthy' ? 200 : 503,
-    body: JSON.stringify({ status, reasons: [...unhealthy, ...degraded], components: { redis, postgres, stream, persisters } }),
+    body: JSON.stringify({ status, reasons: [...unhealthy, ...degraded, ...openWarning(cfg)], components: { redis, postgres, stream, persisters } }),
   };
 }

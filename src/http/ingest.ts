@@ -44,7 +44,6 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
   const declared = Number(req.getHeader('content-length') || 0);
   const limit = kind === 'single' ? cfg.server.body_limit_single : cfg.server.body_limit_batch;
   if (!JSON_TYPE.test(contentType)) {
-    x.close = true; // the body is left unread
     fail(x, 'LOGD_UNSUPPORTED_MEDIA_TYPE', `content-type must be application/json, got ${contentType ? `"${contentType}"` : 'none'}`);
     return;
   }
@@ -65,16 +64,26 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
     const received = Date.now();
     const receivedAt = new Date(received).toISOString();
     const n = verdict.entries.length;
-    queue.append(cfg.queue.max_backlog, n, encodeRows(verdict.entries, receivedAt), frameSummary(verdict.entries, received)).then(
-      (id) => {
-        logsAccepted.inc(n);
-        sendJson(x, 200, answer(kind, id, n, receivedAt));
-      },
-      (err) => {
-        const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
-        logsRefused.inc({ reason: e.code === 'LOGD_BACKLOG_FULL' ? 'backlog' : 'unavailable' }, n);
-        sendError(x, e);
-      },
-    );
+    const rows = encodeRows(verdict.entries, receivedAt);
+    const summary = frameSummary(verdict.entries, received);
+    // uWS aborts a request when the next one is pipelined behind it on the same connection, in the same read: by
+    // the check phase it has parsed the whole read, so a request it aborted is never appended (stored, unanswered).
+    setImmediate(() => {
+      if (!x.ended) append(kind, cfg, queue, x, n, rows, summary, receivedAt);
+    });
   });
+}
+
+function append(kind: Kind, cfg: Config, queue: Queue, x: Exchange, n: number, rows: string, summary: string, receivedAt: string): void {
+  queue.append(cfg.queue.max_backlog, n, rows, summary).then(
+    (id) => {
+      logsAccepted.inc(n);
+      sendJson(x, 200, answer(kind, id, n, receivedAt));
+    },
+    (err) => {
+      const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
+      logsRefused.inc({ reason: e.code === 'LOGD_BACKLOG_FULL' ? 'backlog' : 'unavailable' }, n);
+      sendError(x, e);
+    },
+  );
 }

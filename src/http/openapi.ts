@@ -74,7 +74,7 @@ function operation(route: Route): object {
       schema: toOpenApi(schema),
     })),
   ];
-  const errors: ErrorCode[] = [...route.errors, 'LOGD_INTERNAL'];
+  const errors: ErrorCode[] = [...route.errors, 'LOGD_BAD_REQUEST', 'LOGD_HEADERS_TOO_LARGE', 'LOGD_INTERNAL'];
   if (route.scope !== 'public') errors.push('LOGD_UNAUTHORIZED', 'LOGD_FORBIDDEN');
   return {
     summary: route.summary,

@@ -2,11 +2,13 @@
 import type { HttpResponse } from 'uWebSockets.js';
 import { ERRORS, LogdError, type ErrorCode } from '../errors';
 import { log } from '../log';
+import type { BodyBudget } from './body';
 
 const STATUS_LINES: Record<number, string> = {
   200: '200 OK', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
   405: '405 Method Not Allowed', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
-  422: '422 Unprocessable Entity', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
+  422: '422 Unprocessable Entity', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
 };
 
 /** Status reported for a request whose client went away before the answer (nginx's convention). */
@@ -15,12 +17,17 @@ export const CLIENT_GONE = 499;
 /** Per-request state the handlers share with the response writer. */
 export interface Exchange {
   res: HttpResponse;
-  /** the request id: the client's (or nginx's) X-Request-ID, else one made here; in logs and in the answer */
+  /** the request id: the client's (or nginx's) X-Request-ID when it is a safe one (see requestId), else one made here */
   id: string;
+  /** a HEAD request: the answer's headers are sent, its body is not */
+  head: boolean;
   /** answered or aborted: nothing may be written any more */
   ended: boolean;
   /** close the connection after answering (draining, or a body left unread) */
   close: boolean;
+  /** the worker's budget of request-body bytes, and what this request holds of it until it ends */
+  budget: BodyBudget;
+  held: number;
   /** runs once, when the exchange ends either way, with the status sent */
   onEnd: (status: number) => void;
 }
@@ -29,9 +36,20 @@ export interface Exchange {
 const ID_PREFIX = `${process.pid.toString(36)}-${Date.now().toString(36)}-`;
 let lastId = 0;
 
+/**
+ * A client's request id is echoed in the answer and written to logs, so only a
+ * short token is kept: a long one made nginx refuse the answer ("upstream sent
+ * too big header") and count it against the instance.
+ */
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** The client's id when it is safe to echo, else a new one. */
+export const requestId = (fromClient: string): string =>
+  (SAFE_REQUEST_ID.test(fromClient) ? fromClient : ID_PREFIX + (++lastId).toString(36));
+
 /** Starts an exchange; the response must not be used after the client aborts. */
-export function exchange(res: HttpResponse, requestId: string, close: boolean, onEnd: (status: number) => void): Exchange {
-  const x: Exchange = { res, id: requestId || ID_PREFIX + (++lastId).toString(36), ended: false, close, onEnd };
+export function exchange(res: HttpResponse, id: string, head: boolean, close: boolean, budget: BodyBudget, onEnd: (status: number) => void): Exchange {
+  const x: Exchange = { res, id, head, ended: false, close, budget, held: 0, onEnd };
   res.onAborted(() => {
     x.ended = true;
     onEnd(CLIENT_GONE);
@@ -47,8 +65,17 @@ export function send(x: Exchange, status: number, contentType: string, body: str
     x.res.writeStatus(STATUS_LINES[status] ?? String(status));
     x.res.writeHeader('content-type', contentType);
     x.res.writeHeader('x-request-id', x.id);
+    x.res.writeHeader('x-content-type-options', 'nosniff');
     if (headers) for (const [k, v] of Object.entries(headers)) x.res.writeHeader(k, v);
-    x.res.end(body, x.close);
+    if (x.head) {
+      // endWithoutBody(length) of uWS 20.30 leaves the connection waiting for that many bytes (the next request on it
+      // is never answered), and endWithoutBody(undefined, close) reports a bogus length: write the header, end bare.
+      // A HEAD answered while draining keeps its connection until the worker exits.
+      x.res.writeHeader('content-length', String(Buffer.byteLength(body)));
+      x.res.endWithoutBody();
+    } else {
+      x.res.end(body, x.close);
+    }
   });
 }
 
@@ -66,6 +93,16 @@ const ERROR_HEADERS: Record<number, Record<string, string>> = {
   503: { 'retry-after': '1' },
 };
 
+/** At most this many problems are listed in a 422 (a bad 1000-log batch could name thousands). */
+export const MAX_ISSUES = 20;
+
+/** The first MAX_ISSUES problems, and a last entry that says how many more there were. */
+function bounded(detail: unknown): unknown {
+  if (!Array.isArray(detail) || detail.length <= MAX_ISSUES) return detail;
+  const more = detail.length - MAX_ISSUES;
+  return [...detail.slice(0, MAX_ISSUES), { loc: [], msg: `${more} more problem${more > 1 ? 's' : ''} not listed`, type: 'too_many_errors' }];
+}
+
 /** Answers with a catalogue error; server-side failures are logged with the request id and cause. */
 export function sendError(x: Exchange, err: LogdError): void {
   // Not the cause itself: an ioredis error carries the command's arguments, the client's logs. A full backlog is
@@ -75,7 +112,7 @@ export function sendError(x: Exchange, err: LogdError): void {
     log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
   }
   const headers = ERROR_HEADERS[err.status];
-  sendJson(x, err.status, errorBody(err.code, err.detail), headers);
+  sendJson(x, err.status, errorBody(err.code, bounded(err.detail)), headers);
 }
 
 export const fail = (x: Exchange, code: ErrorCode, detail?: unknown): void => sendError(x, new LogdError(code, detail));

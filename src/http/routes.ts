@@ -4,17 +4,17 @@
  * OpenAPI document and authentication read the same table.
  */
 import type { HttpRequest } from 'uWebSockets.js';
-import type pg from 'pg';
 import type { Config } from '../config';
 import type { Cache } from '../cache/cache';
 import type { Queue } from '../queue/stream';
+import type { ReadPool } from '../read/db';
 import type { Authenticator } from './auth';
 import { health } from './health';
 import { ingest } from './ingest';
 import { LogdError, type ErrorCode } from '../errors';
 import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
-import { asset, REDOC_PAGE, SWAGGER_PAGE } from './docs';
+import { asset, REDOC_CSP, REDOC_PAGE, SWAGGER_CSP, SWAGGER_PAGE } from './docs';
 import { openApiDocument } from './openapi';
 import { deviceLogsAnswerSchema, deviceLogsQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema } from './query-schemas';
 import { getDeviceLogs, getStats, searchLogsRoute } from './read';
@@ -25,7 +25,10 @@ import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas'
 export interface Context {
   cfg: Config;
   queue: Queue;
-  pool: pg.Pool;
+  /** device queries, statistics, searches an index bounds, and /health */
+  reads: ReadPool;
+  /** searches with a filter applied along the scan (q, data, level): postgres.search_concurrency connections */
+  scans: ReadPool;
   auth: Authenticator;
   cache: Cache;
 }
@@ -46,7 +49,7 @@ export interface Route {
   body?: object;
   /** the 200 answer */
   ok: { description: string; schema?: object; contentType?: string };
-  /** catalogue errors the route answers (auth and LOGD_INTERNAL are added for every route) */
+  /** catalogue errors the route answers (auth, header and LOGD_INTERNAL errors are added for every route) */
   errors: ErrorCode[];
   /** left out of the OpenAPI document (the docs' own assets) */
   hidden?: boolean;
@@ -56,9 +59,9 @@ export interface Route {
 
 const INGEST_ERRORS: ErrorCode[] = [
   'LOGD_INVALID_JSON', 'LOGD_INVALID_UTF8', 'LOGD_BODY_TOO_LARGE', 'LOGD_UNSUPPORTED_MEDIA_TYPE',
-  'LOGD_VALIDATION_FAILED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
+  'LOGD_VALIDATION_FAILED', 'LOGD_OVERLOADED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
 ];
-const READ_ERRORS: ErrorCode[] = ['LOGD_VALIDATION_FAILED', 'LOGD_DATABASE_UNAVAILABLE', 'LOGD_QUERY_TIMEOUT'];
+const READ_ERRORS: ErrorCode[] = ['LOGD_VALIDATION_FAILED', 'LOGD_DATABASE_UNAVAILABLE', 'LOGD_BUSY', 'LOGD_QUERY_TIMEOUT'];
 const PAGE = 'text/html; charset=utf-8';
 
 export const ROUTES: Route[] = [
@@ -125,7 +128,7 @@ export const ROUTES: Route[] = [
     description: '503 when degraded (ingest still accepts) or unhealthy (Redis down), with the reasons.',
     ok: { description: 'healthy', schema: healthSchema },
     errors: [],
-    handle: (x, _req, ctx) => void health(ctx.cfg, ctx.queue, ctx.pool).then(({ status, body }) => sendJson(x, status, body)),
+    handle: (x, _req, ctx) => void health(ctx.cfg, ctx.queue, ctx.reads.pool).then(({ status, body }) => sendJson(x, status, body)),
   },
   {
     method: 'get', path: '/openapi.json', scope: 'public',
@@ -139,14 +142,14 @@ export const ROUTES: Route[] = [
     summary: 'Interactive API docs (Swagger UI)',
     ok: { description: 'HTML page', contentType: PAGE },
     errors: [],
-    handle: (x) => send(x, 200, PAGE, SWAGGER_PAGE),
+    handle: (x) => send(x, 200, PAGE, SWAGGER_PAGE, { 'content-security-policy': SWAGGER_CSP }),
   },
   {
     method: 'get', path: '/redoc', scope: 'public',
     summary: 'API reference (ReDoc)',
     ok: { description: 'HTML page', contentType: PAGE },
     errors: [],
-    handle: (x) => send(x, 200, PAGE, REDOC_PAGE),
+    handle: (x) => send(x, 200, PAGE, REDOC_PAGE, { 'content-security-policy': REDOC_CSP }),
   },
   {
     method: 'get', path: '/docs/assets/:file', scope: 'public', hidden: true,

@@ -85,7 +85,7 @@ export const healthSchema = {
   required: ['status', 'reasons', 'components'],
   properties: {
     status: { enum: ['healthy', 'degraded', 'unhealthy'], description: 'degraded: ingest still accepts; unhealthy: Redis is down' },
-    reasons: { type: 'array', items: { type: 'string' } },
+    reasons: { type: 'array', items: { type: 'string' }, description: 'why the status is not healthy; also, whatever the status, that authentication is off' },
     components: {
       type: 'object',
       properties: {

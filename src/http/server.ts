@@ -5,8 +5,9 @@
 import uWS from 'uWebSockets.js';
 import { LogdError } from '../errors';
 import { httpDuration, httpRequests } from '../metrics';
-import { exchange, fail, sendError, type Exchange } from './respond';
-import { ROUTES, type Context } from './routes';
+import { BodyBudget } from './body';
+import { exchange, fail, requestId, sendError, type Exchange } from './respond';
+import { ROUTES, type Context, type Route } from './routes';
 
 export interface Server {
   /** requests being handled */
@@ -15,44 +16,96 @@ export interface Server {
   stopListening(): void;
 }
 
+/** A 404 names the path it did not find, cut to this many characters (the answer never echoes a huge path). */
+const MAX_ECHOED_PATH = 200;
+
+/** What the handlers need of the request headers, read in one pass. */
+interface Headers {
+  /** bytes of all header lines, as `name: value\r\n` */
+  bytes: number;
+  authorizations: number;
+  authorization: string;
+  requestId: string;
+}
+
+function readHeaders(req: uWS.HttpRequest): Headers {
+  const h: Headers = { bytes: 0, authorizations: 0, authorization: '', requestId: '' };
+  req.forEach((name, value) => {
+    h.bytes += name.length + value.length + 4;
+    if (name === 'authorization') {
+      h.authorizations++;
+      h.authorization = value;
+    } else if (name === 'x-request-id') {
+      h.requestId = value;
+    }
+  });
+  return h;
+}
+
 export function startServer(ctx: Context): Promise<Server> {
   let inflight = 0;
   let draining = false;
   let listenSocket: uWS.us_listen_socket | undefined;
-  const begin = (res: uWS.HttpResponse, req: uWS.HttpRequest, route: string): Exchange => {
+  const budget = new BodyBudget(ctx.cfg.server.max_inflight_bytes);
+  const begin = (res: uWS.HttpResponse, id: string, head: boolean, route: string): Exchange => {
     inflight++;
     const t0 = performance.now();
-    return exchange(res, req.getHeader('x-request-id'), draining, (status) => {
+    const x: Exchange = exchange(res, requestId(id), head, draining, budget, (status) => {
       inflight--;
+      budget.release(x);
       httpRequests.inc({ route, status });
       httpDuration.observe({ route }, (performance.now() - t0) / 1000);
     });
+    return x;
+  };
+
+  /**
+   * Headers, then authentication, then the route's handler. A request refused
+   * before its body is read keeps its connection: uWS skips the unread body
+   * (Content-Length or chunked), so a proxy's pooled connection stays usable.
+   */
+  const handler = (r: Route, head: boolean) => (res: uWS.HttpResponse, req: uWS.HttpRequest): void => {
+    const h = readHeaders(req);
+    const x = begin(res, h.requestId, head, r.path);
+    if (h.bytes > ctx.cfg.server.max_header_bytes) {
+      return fail(x, 'LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`);
+    }
+    if (h.authorizations > 1) return fail(x, 'LOGD_BAD_REQUEST', 'the request has more than one Authorization header');
+    try {
+      ctx.auth.check(r.scope, h.authorization);
+    } catch (err) {
+      return sendError(x, err as LogdError);
+    }
+    try {
+      r.handle(x, req, ctx);
+    } catch (err) {
+      // Thrown out of a uWS callback, it would kill the worker and every request on it.
+      sendError(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
+    }
   };
 
   const app = uWS.App();
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
-    app[r.method](r.path, (res, req) => {
-      const x = begin(res, req, r.path);
-      try {
-        ctx.auth.check(r.scope, req.getHeader('authorization'));
-      } catch (err) {
-        x.close = r.method === 'post'; // its body is left unread
-        return sendError(x, err as LogdError);
-      }
-      try {
-        r.handle(x, req, ctx);
-      } catch (err) {
-        // Thrown out of a uWS callback, it would kill the worker and every request on it.
-        sendError(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
-      }
-    });
-    methods.set(r.path, [...(methods.get(r.path) ?? []), r.method.toUpperCase()]);
+    const allowed = methods.get(r.path) ?? [];
+    app[r.method](r.path, handler(r, false));
+    allowed.push(r.method.toUpperCase());
+    if (r.method === 'get') {
+      app.head(r.path, handler(r, true));
+      allowed.push('HEAD');
+    }
+    methods.set(r.path, allowed);
   }
   for (const [path, allowed] of methods) {
-    app.any(path, (res, req) => fail(begin(res, req, path), 'LOGD_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')} ${path}`));
+    app.any(path, (res, req) => {
+      fail(begin(res, req.getHeader('x-request-id'), req.getMethod() === 'head', path), 'LOGD_METHOD_NOT_ALLOWED', `use ${allowed.join(' or ')} ${path}`);
+    });
   }
-  app.any('/*', (res, req) => fail(begin(res, req, 'unmatched'), 'LOGD_NOT_FOUND', `no route for ${req.getMethod().toUpperCase()} ${req.getUrl()}`));
+  app.any('/*', (res, req) => {
+    const x = begin(res, req.getHeader('x-request-id'), req.getMethod() === 'head', 'unmatched');
+    const url = req.getUrl();
+    fail(x, 'LOGD_NOT_FOUND', `no route for ${req.getMethod().toUpperCase()} ${url.length > MAX_ECHOED_PATH ? `${url.slice(0, MAX_ECHOED_PATH)}...` : url}`);
+  });
 
   const { host, port } = ctx.cfg.server;
   return new Promise((resolve, reject) => {

@@ -634,3 +634,13 @@ export function parseResponse(buf: Buffer): RawResponse | undefined {
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Sends `data` on a new connection and collects until the first full answer (or, with `untilResponse` false, the close) or the deadline. */
+export async function rawRequest(port: number, data: string | Buffer, deadlineMs = 2000, untilResponse = true): Promise<RawResult & { response?: RawResponse }> {
+  const s = await connect(port);
+  const done = collect(s, deadlineMs, untilResponse);
+  s.write(data);
+  const r = await done;
+  s.destroy();
+  return { ...r, response: parseResponse(r.received) };
+}

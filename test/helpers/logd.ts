@@ -3,6 +3,7 @@
  * against the test's private Redis and PostgreSQL, and small HTTP helpers.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import type { Test } from 'tap';
 import { cleanupAll, freePort, startPostgres, startRedis, waitFor, type PostgresServer, type RedisServer } from './services';
@@ -119,6 +120,27 @@ export const postJson = (url: string, body: unknown, headers: Record<string, str
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body),
   });
+
+/**
+ * POSTs a JSON body on a connection of its own (as independent senders do);
+ * resolves with the status, the catalogue code and Retry-After, or status 0
+ * and the network error as `code`.
+ */
+export function postAlone(port: number, path: string, body: Buffer): Promise<{ status: number; code?: string; retry?: string }> {
+  return new Promise((resolve) => {
+    const headers = { 'content-type': 'application/json', 'content-length': body.length };
+    const req = http.request({ host: '127.0.0.1', port, path, method: 'POST', agent: false, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => {
+        const code = /"code":"(\w+)"/.exec(Buffer.concat(chunks).toString())?.[1];
+        resolve({ status: res.statusCode ?? 0, code, retry: res.headers['retry-after'] });
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => resolve({ status: 0, code: err.code ?? err.message }));
+    req.end(body);
+  });
+}
 
 /** Rows of `logs` (waits until `count` are there when given). */
 export async function waitRows(pg: PostgresServer, count: number, where = 'TRUE', params: unknown[] = []): Promise<any[]> {
