@@ -107,12 +107,14 @@ t.test('read path', async (t) => {
     const stats = await cached('/api/stats');
     const r = await postJson(`${logd.url}/api/log`, { device_id: 'dev-c', log_level: 'CRITICAL', message: 'fresh' });
     t.equal(r.status, 200);
-    const t0 = Date.now();
+    await waitRows(db, 1, "message = 'fresh'");
+    const committed = Date.now();
     const after = await waitFor('the new log in the device query', async () => {
       const a = await get('/api/logs/dev-c?limit=3');
       return a.body.data[0]?.message === 'fresh' ? a : undefined;
     }, 5000);
-    t.ok(Date.now() - t0 < 5000, `visible after ${Date.now() - t0} ms (cache TTL: 300 s)`);
+    // The persister invalidates right after COMMIT (at most one Redis call later); the cached answer lives 300 s.
+    t.ok(Date.now() - committed < 1000, `visible ${Date.now() - committed} ms after its COMMIT was seen`);
     t.same(ids(after).slice(1), ids(before).slice(0, 2), 'the rest shifted by one');
     const s = await waitFor('the new log in the stats', async () => {
       const a = await get('/api/stats');
@@ -235,14 +237,17 @@ t.test('read path', async (t) => {
     t.ok(answers.every((a) => a.status === 200), 'all answered');
     t.equal(new Set(answers.map((a) => JSON.stringify(a.body.data))).size, 1, 'all the same logs');
     t.equal(delta('hit') + delta('miss') + delta('shared') + delta('waited') + delta('late'), 40, `40 lookups: ${JSON.stringify({ before, after })}`);
-    // 'late': the other worker's rebuild did not come within cache's wait (a loaded machine): not a second rebuild under the lock
-    t.ok(delta('miss') >= 1 && delta('miss') <= 2, `rebuilt ${delta('miss')} time(s) for 40 concurrent requests (2 workers), ${delta('late')} late`);
+    // 'late': the other worker's rebuild did not come within cache's wait (a loaded machine): not a second rebuild
+    // under the lock, but a query to PostgreSQL all the same, so both count against the bound.
+    t.ok(delta('miss') >= 1 && delta('miss') + delta('late') <= 4, `${delta('miss')} rebuild(s) and ${delta('late')} late lookup(s) queried PostgreSQL for 40 concurrent requests (2 workers)`);
   });
 
   await t.test('every cache key has a TTL', async (t) => {
     const keys = await client.keys('cache:*');
     t.ok(keys.some((k) => k.startsWith('cache:logs:')) && keys.includes('cache:stats') && keys.includes('cache:ver:stats'), keys.join(' '));
-    for (const k of keys) t.ok((await client.pttl(k)) > 0, `${k} expires`);
+    const forever: string[] = [];
+    for (const k of keys) if ((await client.pttl(k)) <= 0) forever.push(k);
+    t.same(forever, [], 'every key expires');
   });
 
   await t.test('cache failures never fail a read', async (t) => {
