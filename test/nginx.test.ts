@@ -27,9 +27,9 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Redis from 'ioredis';
 import t, { type Test } from 'tap';
-import { cleanupAll, startPostgres, startRedis, waitFor, type PostgresServer, type RedisServer } from './helpers/services';
+import { waitFor, type PostgresServer, type RedisServer } from './helpers/services';
 import { ROOT, startLogd, type Logd } from './helpers/logd';
-import { NGINX_BIN, httpRequest, startNginx, type AccessEntry, type Nginx } from './helpers/nginx';
+import { frontDoorServices, NGINX_BIN, httpRequest, startNginx, type AccessEntry, type Nginx } from './helpers/nginx';
 
 const MiB = 1024 * 1024;
 /**
@@ -208,14 +208,7 @@ async function departure(t: Test, nginx: Nginx, redis: RedisServer, pg: Postgres
 }
 
 t.test('nginx in front of two logd instances', async (t) => {
-  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
-  const instances: Logd[] = [];
-  const nginxes: Nginx[] = [];
-  t.teardown(async () => {
-    await Promise.all(nginxes.map((n) => n.stop()));
-    await Promise.all(instances.map((l) => l.stop('SIGKILL')));
-    await cleanupAll();
-  });
+  const { redis, pg, instances, nginxes } = await frontDoorServices(t);
   const logd = async (): Promise<Logd> => {
     // The shipped drain (6 s > nginx's 5 s upstream keepalive_timeout), which the graceful stop relies on.
     const l = await startLogd({ redis, pg, workers: 1, env: { ...ENV, LOGD_SERVER_DRAIN_MS: '6000' } });

@@ -21,8 +21,8 @@ import t from 'tap';
 import { ERRORS } from '../src/errors';
 import { connect, parseResponse, rawRequest, type RawResponse } from './helpers/fuzz';
 import { ROOT, startLogd, type Logd } from './helpers/logd';
-import { httpRequest, startNginx, type Nginx } from './helpers/nginx';
-import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
+import { frontDoorServices, httpRequest, startNginx, type Nginx } from './helpers/nginx';
+import { waitFor } from './helpers/services';
 
 const addr = (l: Logd): string => `127.0.0.1:${l.port}`;
 const log = (device: string, message = 'm'): string => JSON.stringify({ device_id: device, log_level: 'INFO', message });
@@ -95,14 +95,7 @@ t.test("nginx's own error answers use the catalogue's codes and statuses", async
 });
 
 t.test('logd behind nginx', async (t) => {
-  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
-  const instances: Logd[] = [];
-  const nginxes: Nginx[] = [];
-  t.teardown(async () => {
-    await Promise.all(nginxes.map((n) => n.stop()));
-    await Promise.all(instances.map((l) => l.stop('SIGKILL')));
-    await cleanupAll();
-  });
+  const { redis, pg, instances, nginxes } = await frontDoorServices(t);
   instances.push(...await Promise.all([0, 1].map(() => startLogd({ redis, pg, workers: 1 }))));
   const [a, b] = instances;
   const nginx = await startNginx({ upstreams: [addr(a), addr(b)] });

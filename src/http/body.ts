@@ -38,25 +38,10 @@ export class BodyBudget {
 const overloaded = (x: Exchange): void =>
   fail(x, 'LOGD_OVERLOADED', `this worker holds its server.max_inflight_bytes (${x.budget.max} bytes) of request bodies; retry later`);
 
-/**
- * Reads the body without keeping it, then answers with `answer`: a client
- * (undici's fetch among them) that is still sending a large body takes an
- * answer sent before the body's end as a broken connection, not as the
- * status it could retry on.
- */
-function drainThen(x: Exchange, limit: number, answer: (x: Exchange) => void): void {
-  let size = 0;
-  x.res.onData((chunk, isLast) => {
-    if (x.ended) return;
-    size += chunk.byteLength;
-    if (size > limit) {
-      x.close = true;
-      fail(x, 'LOGD_BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
-    } else if (isLast) {
-      answer(x);
-    }
-  });
-}
+const tooLarge = (x: Exchange, limit: number, declared?: number): void => {
+  x.close = true; // the rest of the body is not read
+  fail(x, 'LOGD_BODY_TOO_LARGE', `request body${declared === undefined ? '' : ` of ${declared} bytes`} exceeds the limit of ${limit} bytes`);
+};
 
 /**
  * Calls `done` with the whole body, unless it was refused (413, or 503 when
@@ -64,12 +49,10 @@ function drainThen(x: Exchange, limit: number, answer: (x: Exchange) => void): v
  * the buffer before it returns: it may be a view of uWS memory.
  */
 export function readBody(x: Exchange, limit: number, declaredLength: number, done: (body: Buffer) => void): void {
-  if (declaredLength > limit) {
-    x.close = true;
-    fail(x, 'LOGD_BODY_TOO_LARGE', `request body of ${declaredLength} bytes exceeds the limit of ${limit} bytes`);
-    return;
-  }
-  if (!x.budget.take(x, declaredLength)) return drainThen(x, limit, overloaded);
+  if (declaredLength > limit) return tooLarge(x, limit, declaredLength);
+  // Refused by the budget, a body is still read (and dropped) before the 503: a client (undici's fetch among them)
+  // that is still sending takes an answer sent before the body's end as a broken connection, not a status to retry on.
+  let refused = !x.budget.take(x, declaredLength);
   const chunks: Buffer[] = [];
   let size = 0;
   // An exception escaping a uWS callback would kill the worker and every request on it: answer 500 instead.
@@ -83,15 +66,14 @@ export function readBody(x: Exchange, limit: number, declaredLength: number, don
   x.res.onData((chunk, isLast) => {
     if (x.ended) return;
     size += chunk.byteLength;
-    if (size > limit) {
-      x.close = true;
-      fail(x, 'LOGD_BODY_TOO_LARGE', `request body exceeds the limit of ${limit} bytes`);
-      return;
-    }
+    if (size > limit) return tooLarge(x, limit);
     // A body longer than it declared (or chunked) takes the rest as it comes.
-    if (size > x.held && !x.budget.take(x, size - x.held)) {
-      x.close = true; // stop the rest of this body
-      overloaded(x);
+    if (!refused && size > x.held && !x.budget.take(x, size - x.held)) {
+      refused = true;
+      chunks.length = 0;
+    }
+    if (refused) {
+      if (isLast) overloaded(x);
       return;
     }
     if (isLast && chunks.length === 0) {

@@ -19,8 +19,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ROOT } from './logd';
-import { freePort, waitFor } from './services';
+import type { Test } from 'tap';
+import { ROOT, type Logd } from './logd';
+import { cleanupAll, freePort, startPostgres, startRedis, waitFor, type PostgresServer, type RedisServer } from './services';
 
 const execFileP = promisify(execFile);
 
@@ -296,4 +297,21 @@ export function httpRequest(url: string, opts: HttpOptions = {}): Promise<HttpRe
     req.on('error', (err) => { if (!settled) reject(err); });
     req.end(opts.body);
   });
+}
+
+/**
+ * Private Redis and PostgreSQL for logd instances behind nginx: the test adds
+ * the instances and nginxes it starts to the lists, and all of them are
+ * stopped (nginx first, logd by SIGKILL) when `t` ends.
+ */
+export async function frontDoorServices(t: Test): Promise<{ redis: RedisServer; pg: PostgresServer; instances: Logd[]; nginxes: Nginx[] }> {
+  const [redis, pg] = await Promise.all([startRedis(), startPostgres()]);
+  const instances: Logd[] = [];
+  const nginxes: Nginx[] = [];
+  t.teardown(async () => {
+    await Promise.all(nginxes.map((n) => n.stop()));
+    await Promise.all(instances.map((l) => l.stop('SIGKILL')));
+    await cleanupAll();
+  });
+  return { redis, pg, instances, nginxes };
 }
