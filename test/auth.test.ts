@@ -112,9 +112,18 @@ t.test('authentication', async (t) => {
     t.match(r.response?.body.toString(), /LOGD_BAD_REQUEST/);
   });
 
+  await t.test('a token works, and is refused, as soon as `logd token` returns', async (t) => {
+    const fresh = cli('create', '--name', 'now', '--scope', 'ingest').stdout.trim();
+    const used = await Promise.all(Array.from({ length: 10 }, () => call(ingestRoute, fresh, true)));
+    t.same(used.map((r) => r.status), Array(10).fill(200), 'accepted by every worker at once');
+    t.equal(cli('revoke', tokenParts(fresh).id).status, 0);
+    const refused = await Promise.all(Array.from({ length: 10 }, () => call(ingestRoute, fresh, true)));
+    t.same(refused.map((r) => r.status), Array(10).fill(401), 'refused by every worker at once');
+  });
+
   await t.test('revoking the last token leaves logd closed', async (t) => {
     for (const scope of ['read', 'admin'] as const) t.equal(cli('revoke', tokenParts(tokens[scope]).id).status, 0, `revoke ${scope}`);
-    t.match(cli('list').stdout, /0 active, 3 revoked/);
+    t.match(cli('list').stdout, /0 active, 4 revoked/);
     await allWorkers('refuse the revoked admin token', ingestRoute, tokens.admin, (s) => s === 401);
     const after = await Promise.all(ROUTES.filter((r) => r.scope !== 'public').map(async (route) => (await call(route, undefined, true)).status));
     t.same([...new Set(after)], [401], 'every non-public route answers 401 without a token');

@@ -15,6 +15,8 @@ export type TokenScope = (typeof SCOPES)[number];
 export const TOKENS_KEY = 'logd:tokens';
 /** Bumped on every change, so workers reload only when something changed. */
 export const TOKENS_VERSION_KEY = 'logd:tokens:version';
+/** Every change is announced here too, so workers reload at once. */
+export const TOKENS_CHANNEL = 'logd:tokens:changed';
 
 export interface TokenRecord {
   id: string;
@@ -44,7 +46,7 @@ export async function createToken(redis: Redis, name: string, scopes: TokenScope
   const id = randomBytes(6).toString('hex');
   const token = `logd_${id}_${randomBytes(32).toString('base64url')}`;
   const record: TokenRecord = { id, name, scopes, hash: hashToken(token), created_at: new Date().toISOString() };
-  await redis.multi().hset(TOKENS_KEY, id, JSON.stringify(record)).incr(TOKENS_VERSION_KEY).exec();
+  await redis.multi().hset(TOKENS_KEY, id, JSON.stringify(record)).incr(TOKENS_VERSION_KEY).publish(TOKENS_CHANNEL, id).exec();
   return { token, record };
 }
 
@@ -63,6 +65,6 @@ export async function revokeToken(redis: Redis, id: string): Promise<boolean> {
   if (!json) return false;
   const record = JSON.parse(json) as TokenRecord;
   record.revoked_at ??= new Date().toISOString();
-  await redis.multi().hset(TOKENS_KEY, id, JSON.stringify(record)).incr(TOKENS_VERSION_KEY).exec();
+  await redis.multi().hset(TOKENS_KEY, id, JSON.stringify(record)).incr(TOKENS_VERSION_KEY).publish(TOKENS_CHANNEL, id).exec();
   return true;
 }

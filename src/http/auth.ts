@@ -7,13 +7,15 @@
  * revoked one: 401; a valid token without the route's scope: 403 (RFC 6750
  * insufficient_scope). The scheme name is case-insensitive (RFC 7235 §2.1).
  * Each worker keeps the active tokens in memory and reloads them when
- * `logd:tokens:version` changes (checked every second), so a revocation takes
- * effect within about a second; while Redis is unreachable the last known
- * set stays in force.
+ * `logd token` announces a change on `logd:tokens:changed` (delivered before
+ * the command returns, so a token can be used and is refused at once), and
+ * when `logd:tokens:version` has changed (checked every second: a missed
+ * announcement takes effect within about a second); while Redis is
+ * unreachable the last known set stays in force.
  */
 import type Redis from 'ioredis';
 import { LogdError } from '../errors';
-import { matches, tokenId, TOKENS_KEY, TOKENS_VERSION_KEY, type TokenRecord } from '../auth/tokens';
+import { matches, tokenId, TOKENS_CHANNEL, TOKENS_KEY, TOKENS_VERSION_KEY, type TokenRecord } from '../auth/tokens';
 import type { Logger } from '../log';
 import type { Scope } from './routes';
 
@@ -24,6 +26,7 @@ export class Authenticator {
   private active = new Map<string, TokenRecord>();
   private version: string | null | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private changes: Redis | undefined;
 
   constructor(private readonly redis: Redis, private readonly log: Logger, private readonly open: boolean) {}
 
@@ -31,11 +34,19 @@ export class Authenticator {
   async start(): Promise<void> {
     if (this.open) return;
     await this.refresh();
-    this.timer = setInterval(() => void this.refresh().catch((err) => this.log.warn({ err: err.message }, 'cannot reload tokens; keeping the last known set')), RELOAD_CHECK_MS);
+    const reload = (): void => void this.refresh().catch((err) => this.log.warn({ err: err.message }, 'cannot reload tokens; keeping the last known set'));
+    this.timer = setInterval(reload, RELOAD_CHECK_MS);
+    // A connection in subscriber mode takes no other command: its own. ioredis subscribes again after a reconnect.
+    this.changes = this.redis.duplicate();
+    this.changes.on('error', () => undefined); // the reload timer's warnings say it
+    this.changes.on('message', reload);
+    await this.changes.connect();
+    await this.changes.subscribe(TOKENS_CHANNEL);
   }
 
   stop(): void {
     clearInterval(this.timer);
+    this.changes?.disconnect();
   }
 
   private async refresh(): Promise<void> {
