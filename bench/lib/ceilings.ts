@@ -11,6 +11,7 @@ import type Redis from 'ioredis';
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { frames, summary } from './gen';
+import { Sampler } from './proc';
 import { runOwned } from './stack';
 
 export interface CopyCeiling {
@@ -20,6 +21,8 @@ export interface CopyCeiling {
   batchRows: number;
   seconds: number;
   rowsPerS: number;
+  /** CPU of all PostgreSQL processes over the COPYs (/proc, sampled every 250 ms), µs per row */
+  postgresCpuUsPerRow: number;
   indexes: string[];
 }
 
@@ -29,9 +32,10 @@ const COPY_COLUMNS = 'device_id, log_level, message, log_data, created_at';
  * COPY of `total` rows (100-log frames, logd's encoding) into a scratch copy
  * of `logs` (LIKE logs INCLUDING ALL: same columns, defaults, indexes), one
  * COPY statement per `batchRows` rows like the persister's batches, each in
- * its own transaction, streamed frame by frame as the persister does.
+ * its own transaction, streamed frame by frame as the persister does. The CPU
+ * of the processes under the postmaster `pgPid` is counted over the COPYs.
  */
-export async function copyCeiling(pool: pg.Pool, root: string, total: number, batchRows: number, at: string): Promise<CopyCeiling> {
+export async function copyCeiling(pool: pg.Pool, pgPid: number, root: string, total: number, batchRows: number, at: string): Promise<CopyCeiling> {
   const perFrame = 100;
   const all = frames(root, 'ceiling', Math.ceil(total / perFrame), perFrame);
   const client = await pool.connect();
@@ -42,15 +46,17 @@ export async function copyCeiling(pool: pg.Pool, root: string, total: number, ba
     const indexes = (await client.query<{ indexdef: string }>(`SELECT indexdef FROM pg_indexes WHERE tablename = 'bench_copy_ceiling' ORDER BY indexname`)).rows
       .map((r) => r.indexdef.replace(/^CREATE (UNIQUE )?INDEX \S+ ON public\.bench_copy_ceiling /, '$1'));
     const framesPerBatch = Math.max(1, Math.floor(batchRows / perFrame));
+    const cpu = new Sampler(() => [pgPid], 250).start();
     const t0 = performance.now();
     for (let i = 0; i < all.length; i += framesPerBatch) {
       await pipeline(Readable.from(all.slice(i, i + framesPerBatch)), client.query(copyFrom(`COPY bench_copy_ceiling (${COPY_COLUMNS}) FROM STDIN`)));
     }
     const seconds = (performance.now() - t0) / 1000;
+    const cpuS = [...cpu.stop().roles.values()].reduce((a, r) => a + r.cpuS, 0);
     const { rows } = await client.query<{ n: string }>('SELECT count(*) AS n FROM bench_copy_ceiling');
     const n = Number(rows[0].n);
     await client.query('DROP TABLE bench_copy_ceiling');
-    return { at, rows: n, batchRows: framesPerBatch * perFrame, seconds, rowsPerS: n / seconds, indexes };
+    return { at, rows: n, batchRows: framesPerBatch * perFrame, seconds, rowsPerS: n / seconds, postgresCpuUsPerRow: (cpuS * 1e6) / n, indexes };
   } finally {
     client.release();
   }

@@ -6,17 +6,15 @@
  * directly with the raw COPY ceiling.
  */
 import type Redis from 'ioredis';
+import { accountPreloaded, type PreloadAccounting } from './account';
 import type { Pg } from './stack';
 import { sleep } from './stack';
 import { frames, summary } from './gen';
 
-export interface DrainResult {
-  logs: number;
+export interface DrainResult extends PreloadAccounting {
   frames: number;
   seconds: number;
   rowsPerS: number;
-  rows: number;
-  distinct: number;
 }
 
 export async function preload(redis: Redis, root: string, run: string, logs: number, per = 100, stream = 'logs:stream'): Promise<number> {
@@ -34,8 +32,11 @@ export async function preload(redis: Redis, root: string, run: string, logs: num
   return count;
 }
 
-/** Waits until logd's persister has emptied the backlog; rows/s from the first batch's transaction start. */
-export async function timeDrain(redis: Redis, pgs: Pg, run: string, logs: number, frameCount: number, timeoutMs = 600_000): Promise<DrainResult> {
+/**
+ * Waits until logd's persister has emptied the backlog; rows/s from the first
+ * batch's transaction start, and every preloaded log accounted for.
+ */
+export async function timeDrain(redis: Redis, pgs: Pg, run: string, frameCount: number, per = 100, timeoutMs = 600_000): Promise<DrainResult> {
   const deadline = Date.now() + timeoutMs;
   let drainedMs: number;
   for (;;) {
@@ -46,14 +47,13 @@ export async function timeDrain(redis: Redis, pgs: Pg, run: string, logs: number
     await sleep(10);
   }
   await sleep(100);
-  const { rows } = await pgs.pool.query<{ n: string; d: string; first: string }>(
-    `SELECT count(*)::text AS n, count(DISTINCT message)::text AS d, (extract(epoch FROM min(indexed_at)) * 1000)::text AS first
-       FROM logs WHERE message LIKE $1`, [`${run}:%`]);
-  const n = Number(rows[0].n);
+  const { rows } = await pgs.pool.query<{ first: string }>(
+    `SELECT (extract(epoch FROM min(indexed_at)) * 1000)::text AS first FROM logs WHERE message LIKE $1`, [`${run}:%`]);
+  const acc = await accountPreloaded(pgs.pool, run, frameCount, per);
   if (process.env.BENCH_DEBUG) {
     const b = await pgs.pool.query(`SELECT (extract(epoch FROM indexed_at) * 1000)::bigint AS t, count(*)::int AS n FROM logs WHERE message LIKE $1 GROUP BY 1 ORDER BY 1`, [`${run}:%`]);
     process.stderr.write(`drain batches: ${JSON.stringify(b.rows)} drainedMs=${drainedMs}\n`);
   }
   const seconds = (drainedMs - Number(rows[0].first)) / 1000;
-  return { logs, frames: frameCount, seconds, rowsPerS: n / seconds, rows: n, distinct: Number(rows[0].d) };
+  return { ...acc, frames: frameCount, seconds, rowsPerS: acc.rows / seconds };
 }

@@ -180,13 +180,16 @@ export async function othersCores(roots: number[], ms = 1000): Promise<number> {
   return Math.max(0, (m1.busy - m0.busy) - (o1 - o0)) / CLK_TCK / (ms / 1000);
 }
 
+/** Other processes' CPU below which the machine counts as quiet (cores). */
+export const QUIET_CORES = 0.3;
+
 /**
  * Waits (within a budget shared by the whole bench) until the machine's other
  * load is below `maxCores` for one second, so that runs start on a quiet
  * machine when there is one. Returns the last reading.
  */
 export class QuietGate {
-  constructor(private budgetMs: number, private readonly maxCores = 0.3, private readonly perRunMs = 20_000) {}
+  constructor(private budgetMs: number, private readonly maxCores = QUIET_CORES, private readonly perRunMs = 20_000) {}
 
   async wait(roots: number[]): Promise<{ others: number; waitedMs: number }> {
     const t0 = Date.now();

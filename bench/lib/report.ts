@@ -3,9 +3,12 @@
  * part of the file is ever replaced (others write their own sections).
  */
 import * as fs from 'node:fs';
+import type { PreloadAccounting } from './account';
 import type { CopyCeiling, XaddCeiling } from './ceilings';
 import type { ProfileReport } from './cpuprofile';
+import { QUIET_CORES } from './proc';
 import { median, SCENARIOS, type RunResult, type Via } from './run';
+import type { LogdConfig, Storage } from './stack';
 
 export const BEGIN = '<!-- bench:ingest:begin -->';
 export const END = '<!-- bench:ingest:end -->';
@@ -47,6 +50,17 @@ export interface SustainStep {
   refused: number;
   pass: boolean;
   othersCores: number;
+  /** CPU over the load by role, and of every process the bench started, in cores */
+  cores: Record<string, number>;
+  stackCores: number;
+}
+
+export interface DrainReport extends PreloadAccounting {
+  frames: number;
+  seconds: number;
+  rowsPerS: number;
+  /** raw COPY ceiling measured right before, rows/s */
+  ceiling?: number;
 }
 
 export interface Report {
@@ -57,8 +71,11 @@ export interface Report {
   root: string;
   commit: string;
   machine: Machine;
-  /** logd's HTTP workers */
-  httpWorkers: number;
+  /** logd's options the figures are judged against */
+  config: LogdConfig;
+  storage: Storage;
+  /** CPU used by processes outside the bench during the loads, in cores */
+  others?: { median: number; max: number; loads: number };
   runs: RunResult[];
   copy: CopyCeiling[];
   xadd: XaddCeiling[];
@@ -66,8 +83,12 @@ export interface Report {
   steps: StepResult[];
   sustain: SustainStep[];
   sustainCeiling?: number;
-  drain?: { logs: number; frames: number; seconds: number; rowsPerS: number; rows: number; distinct: number; ceiling?: number; all?: { rowsPerS: number; ceiling?: number }[] };
-  profile?: { scenario: string; http: ProfileReport; persister?: ProfileReport; window: string };
+  /** the sustained-rate steps: shares of the COPY ceiling offered, seconds each */
+  sustainPlan?: { fractions: number[]; seconds: number };
+  /** the persister drains; `drain` is the one with the median ratio to its ceiling */
+  drains: DrainReport[];
+  drain?: DrainReport;
+  profile?: { scenario: string; http: ProfileReport; httpProfiles: number; persister?: ProfileReport; window: string };
   targets: Target[];
   notes: string[];
 }
@@ -78,6 +99,7 @@ const f2 = (x: number): string => (Number.isFinite(x) ? (x < 10 ? x.toFixed(2) :
 const mb = (b: number): string => (b ? (b / 1024 / 1024).toFixed(0) : '—');
 const pct = (x: number): string => (Number.isFinite(x) ? `${(100 * x).toFixed(0)}%` : '—');
 const verdict = (p: boolean | null): string => (p === null ? 'n/a' : p ? '**PASS**' : '**FAIL**');
+const CPU_ROLES = ['wrk', 'nginx: worker', 'logd: http', 'redis-server', 'logd: persister', 'postgres'];
 
 export const copyCeilingMedian = (r: Report): number => median(r.copy.map((c) => c.rowsPerS));
 
@@ -85,14 +107,39 @@ export function group(runs: RunResult[], scenario: string, via: Via): RunResult[
   return runs.filter((r) => r.scenario === scenario && r.via === via);
 }
 
+/** Most processes of a role seen at once in any load (/proc), or undefined if none was seen. */
+function seen(r: Report, role: string): number | undefined {
+  const n = Math.max(0, ...[...r.runs, ...r.steady].map((x) => x.peakRss[role]?.count ?? 0));
+  return n || undefined;
+}
+
+export const plural = (n: number, what: string): string => `${n} ${what}${n === 1 ? '' : 's'}`;
+
+function storageLine(s: Storage): string {
+  const tmpfs = s.postgres.fs === 'tmpfs' || s.redis.fs === 'tmpfs';
+  return `Storage: PostgreSQL's data directory (\`${s.postgres.dataDirectory}\`; fsync ${s.postgres.fsync}, synchronous_commit ${s.postgres.synchronousCommit}) on ${s.postgres.fs}; `
+    + `Redis' AOF (\`${s.redis.aofDirectory}\`; appendonly ${s.redis.appendonly}, appendfsync ${s.redis.appendfsync}) on ${s.redis.fs}.`
+    + (tmpfs ? ' On tmpfs an fsync returns without device I/O: the figures leave out the disk writes and flushes that a deployment on disk pays for.' : '');
+}
+
+function sharingLine(r: Report): string {
+  if (!r.others) return '';
+  const o = r.others;
+  const figures = `on average over each of ${plural(o.loads, 'load')}, processes outside the bench used median ${f2(o.median)}, max ${f2(o.max)} of the ${r.machine.nproc} cores (the "others" columns give it per load)`;
+  return o.max < QUIET_CORES ? `The machine was otherwise quiet: ${figures}. ` : `The machine was shared: ${figures}. `;
+}
+
 export function markdown(r: Report): string {
   const L: string[] = [];
   const ceiling = copyCeilingMedian(r);
   L.push('## Ingest', '');
-  L.push(`Measured by \`${r.command}\` (bench/ingest.ts; how it works: bench/README.md) on ${r.started}, ${r.minutes.toFixed(1)} min${r.quick ? ', **quick run** (1 run per scenario, short loads: indicative only)' : ''}; logd at \`${r.commit}\`.`, '');
+  L.push(`Measured by \`${r.command}\` (bench/ingest.ts; how it works: bench/README.md) on ${r.started}, ${r.minutes.toFixed(1)} min${r.quick ? ', **quick run** (1 run per scenario, short loads: indicative only)' : ''}; logd at \`${r.commit}\`, with queue.max_backlog ${f0(r.config.maxBacklog)} logs and persister.batch_max_rows ${f0(r.config.batchRows)} (its configuration as \`logd serve\` loads it).`, '');
   L.push(`Machine: ${r.machine.nproc} cores (${r.machine.cpu}), ${r.machine.memory} RAM, Linux ${r.machine.kernel}; ${Object.entries(r.machine.versions).map(([k, v]) => `${k} ${v}`).join(', ')}.`, '');
-  L.push(`Everything runs on these ${r.machine.nproc} cores at once: wrk, nginx (2 workers), logd (${r.httpWorkers} HTTP worker${r.httpWorkers === 1 ? '' : 's'} + persister), Redis, PostgreSQL. `
-    + 'The machine was shared with other engineers\' test runs: the "others" column is the CPU (in cores) that processes outside the bench used during each load; figures are medians over the runs, and ratios (logd vs the ceilings) are taken within this one run.', '');
+  L.push(storageLine(r.storage), '');
+  const nginxWorkers = seen(r, 'nginx: worker');
+  const httpWorkers = seen(r, 'logd: http') ?? r.config.workers;
+  L.push(`Everything runs on these ${r.machine.nproc} cores at once: wrk, nginx${nginxWorkers ? ` (${plural(nginxWorkers, 'worker')})` : ''}, logd (${plural(httpWorkers, 'HTTP worker')} + persister), Redis, PostgreSQL (process counts as /proc showed them during the loads). `
+    + `${sharingLine(r)}Figures are medians over the runs, and ratios (logd vs the ceilings) are taken within this one run.`, '');
 
   L.push('### Targets (issue 6), through nginx unless said', '');
   L.push('| target | wanted | measured | |', '|---|---|---|---|');
@@ -100,7 +147,7 @@ export function markdown(r: Report): string {
   L.push('');
 
   L.push('### Closed-loop load (wrk: each connection sends its next request when the answer comes)', '');
-  L.push('Medians over the runs. Latency: of 2xx answers, from the write of each request (ingest.lua; the first second left out; wrk\'s own percentiles, which also count 503s, are in the JSON). "Until full" = accepted logs/s from the start until the backlog reached queue.max_backlog, after which logd answers 503 (backpressure) and acceptance falls to the persisted rate. e2e persisted = rows / (first log received → backlog back to 0 after the load, i.e. last row committed); drain = rows/s the persister loaded after the load stopped (PostgreSQL no longer shares the CPU with ingest). Lost = acknowledged (2xx) logs missing from PostgreSQL; dup = rows beyond the first of a message.', '');
+  L.push('Medians over the runs. Latency: of 2xx answers, from the write of each request (ingest.lua; the first second left out; wrk\'s own percentiles, which also count 503s, are in the JSON). "Until full" = accepted logs/s from the start until the backlog reached queue.max_backlog, after which logd answers 503 (backpressure) and acceptance falls to the persisted rate. e2e persisted = rows / (first log received → backlog back to 0 after the load, i.e. last row committed); drain = rows/s the persister loaded after the load stopped (PostgreSQL no longer shares the CPU with ingest). Lost = the logs of 2xx requests minus the logs stored (a set difference, by request and position); dup = rows beyond the first of a message.', '');
   L.push('| scenario | via | conns | runs | accepted logs/s | until full | req/s | p50 ms | p95 ms | p99 ms | e2e persisted logs/s | e2e / COPY ceiling before the run | drain logs/s | max backlog | lost | dup | non-2xx | others (cores) |');
   L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const s of SCENARIOS) {
@@ -149,11 +196,16 @@ export function markdown(r: Report): string {
 
   if (r.sustain.length) {
     L.push('### Sustained rate, 100 logs/request, constant rate through nginx, 50 connections', '');
-    L.push(`Offered rates are ${r.quick ? '50% and 80%' : '50%, 65%, 80%, 85%, 90%, 95% and 100%'} of the COPY ceiling measured right before the steps, ${r.quick ? 5 : 20} s each; the steps stop at the first that does not hold. A step holds when the persister kept up: e2e ≥ 95% of the offered rate and every log committed within 1 s of the load's end; ≥ 97% of the offered rate accepted and nothing refused. e2e = rows / (first log received → last committed). COPY ceiling measured right before the steps: ${r.sustainCeiling ? `${f0(r.sustainCeiling)} rows/s` : '—'}.`, '');
+    const plan = r.sustainPlan!;
+    L.push(`Offered rates are ${plan.fractions.map(pct).join(', ')} of the COPY ceiling measured right before the steps, ${plan.seconds} s each; the steps stop at the first that does not hold. A step holds when the persister kept up: e2e ≥ 95% of the offered rate and every log committed within 1 s of the load's end; ≥ 97% of the offered rate accepted and nothing refused. e2e = rows / (first log received → last committed). COPY ceiling measured right before the steps: ${r.sustainCeiling ? `${f0(r.sustainCeiling)} rows/s` : '—'}.`, '');
     L.push('| offered logs/s | accepted logs/s | e2e persisted logs/s | e2e / COPY ceiling | committed after the load | max backlog | p95 ms | p99 ms | non-2xx | others (cores) | holds |', '|---|---|---|---|---|---|---|---|---|---|---|');
     for (const s of r.sustain) {
       L.push(`| ${f0(s.logsPerS)} | ${f0(s.achievedLogsPerS)} | ${f0(s.e2eLogsPerS)} | ${r.sustainCeiling ? pct(s.e2eLogsPerS / r.sustainCeiling) : '—'} | ${f2(s.drainSeconds)} s | ${f0(s.maxBacklog)} | ${f2(s.p95)} | ${f2(s.p99)} | ${s.refused} | ${f1(s.othersCores)} | ${s.pass ? 'yes' : 'no'} |`);
     }
+    L.push('');
+    L.push(`CPU during each step (cores averaged over the load, from /proc; ${r.machine.nproc}.0 = the whole machine; "bench's processes" = everything the bench started, itself included):`, '');
+    L.push(`| offered logs/s | ${CPU_ROLES.join(' | ')} | bench's processes | others |`, `|---|${CPU_ROLES.map(() => '---|').join('')}---|---|`);
+    for (const s of r.sustain) L.push(`| ${f0(s.logsPerS)} | ${CPU_ROLES.map((role) => f2(s.cores[role] ?? 0)).join(' | ')} | ${f2(s.stackCores)} | ${f2(s.othersCores)} |`);
     L.push('');
   }
 
@@ -161,9 +213,15 @@ export function markdown(r: Report): string {
   L.push('| ceiling | figure |', '|---|---|');
   if (r.copy.length) {
     L.push(`| raw COPY of logd's rows into \`CREATE TABLE … (LIKE logs INCLUDING ALL)\` (indexes: ${r.copy[0].indexes.map((i) => `\`${i}\``).join(', ')}), ${f0(r.copy[0].rows)} rows, ${f0(r.copy[0].batchRows)} per COPY statement, one connection; median of ${r.copy.length} | ${f0(ceiling)} rows/s (each: ${r.copy.map((c) => `${f0(c.rowsPerS)} ${c.at}`).join('; ')}) |`);
+    const cpu = r.copy.map((c) => c.postgresCpuUsPerRow);
+    L.push(`| PostgreSQL's CPU per row in those COPYs (all its processes, /proc; compare with the postgres column of "CPU cost per log" below) | median ${f2(median(cpu))} µs (${f2(Math.min(...cpu))}-${f2(Math.max(...cpu))} over ${r.copy.length}) |`);
   }
   if (r.drain) {
-    L.push(`| logd's persister alone: ${f0(r.drain.rows)} logs preloaded in the stream as ${f0(r.drain.frames)} frames, then logd started | ${f0(r.drain.rowsPerS)} rows/s${r.drain.ceiling ? ` = ${pct(r.drain.rowsPerS / r.drain.ceiling)} of the COPY ceiling measured right before (${f0(r.drain.ceiling)})` : ''}${r.drain.rows !== r.drain.distinct || r.drain.rows !== r.drain.logs ? ` — **${r.drain.rows} rows, ${r.drain.distinct} distinct, of ${r.drain.logs}**` : ''}${(r.drain.all?.length ?? 0) > 1 ? ` (each run: ${r.drain.all!.map((d) => `${f0(d.rowsPerS)}${d.ceiling ? ` vs ${f0(d.ceiling)}` : ''}`).join('; ')})` : ''} |`);
+    const d = r.drain;
+    const wrong = r.drains.filter((x) => x.lost || x.duplicated || x.unknownRows);
+    L.push(`| logd's persister alone: ${f0(d.logs)} logs preloaded in the stream as ${f0(d.frames)} frames, then logd started | ${f0(d.rowsPerS)} rows/s${d.ceiling ? ` = ${pct(d.rowsPerS / d.ceiling)} of the COPY ceiling measured right before (${f0(d.ceiling)})` : ''}`
+      + `${r.drains.length > 1 ? ` (each run: ${r.drains.map((x) => `${f0(x.rowsPerS)}${x.ceiling ? ` vs ${f0(x.ceiling)}` : ''}`).join('; ')})` : ''}`
+      + `${wrong.length ? ` — **${wrong.map((x) => `lost ${x.lost}, duplicated ${x.duplicated}, unknown rows ${x.unknownRows} of ${f0(x.logs)}`).join('; ')}**` : ''} |`);
   }
   for (const x of r.xadd) {
     L.push(`| raw XADD, ${x.per}-log frames (${f0(x.frameBytes)} B), redis-benchmark -c 8 -P 16 | ${f0(x.xaddFramesPerS)} frames/s = ${f0(x.xaddFramesPerS * x.per)} logs/s |`);
@@ -187,14 +245,13 @@ export function markdown(r: Report): string {
     if (v) L.push(`| ${role} | ${v.count} | ${mb(v.rss)} |`);
   }
   L.push('');
-  L.push('CPU during the load (cores, median over runs; 2.0 = the whole machine):', '');
-  const cpuRoles = ['wrk', 'nginx: worker', 'logd: http', 'redis-server', 'logd: persister', 'postgres'];
-  L.push(`| scenario | via | ${cpuRoles.join(' | ')} | others |`, `|---|---|${cpuRoles.map(() => '---|').join('')}---|`);
+  L.push(`CPU during the load (cores, median over runs; ${r.machine.nproc}.0 = the whole machine):`, '');
+  L.push(`| scenario | via | ${CPU_ROLES.join(' | ')} | others |`, `|---|---|${CPU_ROLES.map(() => '---|').join('')}---|`);
   for (const s of SCENARIOS) {
     for (const via of ['direct', 'nginx'] as Via[]) {
       const g = group(r.runs, s.key, via);
       if (!g.length) continue;
-      L.push(`| ${s.key} | ${via} | ${cpuRoles.map((role) => f2(median(g.map((x) => (x.roles[role]?.cpuS ?? 0) / x.seconds)))).join(' | ')} | ${f2(median(g.map((x) => x.othersCores)))} |`);
+      L.push(`| ${s.key} | ${via} | ${CPU_ROLES.map((role) => f2(median(g.map((x) => (x.roles[role]?.cpuS ?? 0) / x.seconds)))).join(' | ')} | ${f2(median(g.map((x) => x.othersCores)))} |`);
     }
   }
   L.push('');
@@ -225,7 +282,7 @@ export function markdown(r: Report): string {
       for (const t of rep.topSelf) L.push(`| \`${t.fn.replace(/\|/g, '\\|')}\` | ${f0(t.ms)} | ${f1(t.pctBusy)} |`);
       L.push('');
     };
-    table(r.httpWorkers === 1 ? 'HTTP worker' : `HTTP workers (all ${r.httpWorkers} merged)`, p.http);
+    table(p.httpProfiles === 1 ? 'HTTP worker' : `HTTP workers (all ${p.httpProfiles} merged)`, p.http);
     if (p.persister) table('Persister', p.persister);
   }
 

@@ -1,10 +1,12 @@
 /**
  * The bench's own stack, on 127.0.0.1 only: a private redis-server with
- * conf/redis.conf's settings (as arguments), a private PostgreSQL 15 with
- * its stock settings (fsync, synchronous_commit and full_page_writes on, as
- * an operator runs it; data on tmpfs like the tests'), logd (`node
- * dist/bin/logd.js serve`, default worker count) and nginx with the shipped
- * conf rendered by scripts/render-nginx.sh.
+ * conf/redis.conf's settings (as arguments; the tests' launcher puts its
+ * directory, AOF included, on /dev/shm when that is a tmpfs with 2 GiB free),
+ * a private PostgreSQL 15 with its stock settings (fsync, synchronous_commit
+ * and full_page_writes on, as an operator runs it; data directory on /dev/shm
+ * when it exists), logd (`node dist/bin/logd.js serve`, default worker count)
+ * and nginx with the shipped conf rendered by scripts/render-nginx.sh.
+ * storage() reports where the data actually went.
  *
  * Everything started here is registered with the reaper: stopped on normal
  * exit, on SIGINT/SIGTERM and on errors, SIGKILLed on process exit, and a
@@ -184,12 +186,83 @@ export async function benchPostgres(): Promise<Pg> {
 }
 
 // ---------------------------------------------------------------------------
+// where the data lives
+
+/** statfs(2) f_type values, from linux/magic.h. */
+const FS_TYPES = new Map<number, string>([
+  [0x01021994, 'tmpfs'], [0xef53, 'ext2/3/4'], [0x58465342, 'xfs'], [0x9123683e, 'btrfs'], [0x794c7630, 'overlayfs'], [0x6969, 'nfs'],
+]);
+
+const fsTypeOf = (dir: string): string => {
+  const t = fs.statfsSync(dir).type;
+  return FS_TYPES.get(t) ?? `a filesystem of type 0x${t.toString(16)}`;
+};
+
+export interface Storage {
+  postgres: { dataDirectory: string; fs: string; fsync: string; synchronousCommit: string };
+  redis: { aofDirectory: string; fs: string; appendonly: string; appendfsync: string };
+}
+
+/** Where PostgreSQL and Redis keep their data and how they flush it, as the running servers report it. */
+export async function storage(redis: Redis, pool: pg.Pool): Promise<Storage> {
+  const show = async (name: string): Promise<string> => (await pool.query<Record<string, string>>(`SHOW ${name}`)).rows[0][name];
+  const conf = async (name: string): Promise<string> => ((await redis.config('GET', name)) as string[])[1];
+  const dataDirectory = await show('data_directory');
+  const aofDirectory = path.join(await conf('dir'), await conf('appenddirname'));
+  return {
+    postgres: { dataDirectory, fs: fsTypeOf(dataDirectory), fsync: await show('fsync'), synchronousCommit: await show('synchronous_commit') },
+    redis: { aofDirectory, fs: fsTypeOf(aofDirectory), appendonly: await conf('appendonly'), appendfsync: await conf('appendfsync') },
+  };
+}
+
+// ---------------------------------------------------------------------------
 // logd
+
+/** The options of the tree under test that the bench's figures are judged against. */
+export interface LogdConfig {
+  /** queue.max_backlog, logs */
+  maxBacklog: number;
+  /** persister.batch_max_rows, rows */
+  batchRows: number;
+  /** server.workers once resolved (0 = the CPU count) */
+  workers: number;
+}
+
+interface ConfigModule {
+  loadConfig(file: string | undefined, env: NodeJS.ProcessEnv, flags: { port?: number; workers?: number }): {
+    queue: { max_backlog: number };
+    persister: { batch_max_rows: number };
+    server: { workers: number };
+  };
+}
+
+/**
+ * The configuration `logd serve` will load, read by the tree's own
+ * loadConfig with the same file (LOGD_CONFIG), environment and flags. Throws
+ * when it cannot be read: the targets are judged against these values.
+ */
+export function logdConfig(root: string, env: NodeJS.ProcessEnv, flags: { port?: number; workers?: number }): LogdConfig {
+  const file = path.join(root, 'dist', 'src', 'config.js');
+  let c: ReturnType<ConfigModule['loadConfig']>;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    c = (require(file) as ConfigModule).loadConfig(env.LOGD_CONFIG, env, flags);
+  } catch (err) {
+    throw new Error(`cannot read the configuration of the logd under test with ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const out = { maxBacklog: c.queue?.max_backlog, batchRows: c.persister?.batch_max_rows, workers: c.server?.workers };
+  for (const [k, v] of Object.entries(out)) {
+    if (!Number.isInteger(v) || v <= 0) throw new Error(`the configuration of the logd under test (${file}) has no usable ${k}: ${String(v)}`);
+  }
+  return out;
+}
 
 export interface Logd {
   port: number;
   url: string;
   pid: number;
+  /** the options it was started with */
+  config: LogdConfig;
   output(): string;
   /** how long the last stop() took (SIGTERM to exit), and the exit code */
   stopped(): { seconds?: number; code: number | null | undefined };
@@ -202,19 +275,17 @@ export interface Logd {
 
 export async function startLogd(root: string, redis: RedisServer, pgs: Pg, opts: { env?: Record<string, string>; workers?: number; nodeArgs?: string[] } = {}): Promise<Logd> {
   const port = await freePort();
-  const cwd = await fsp.mkdtemp(path.join(os.tmpdir(), 'logd-bench-cwd-'));
   // node:cluster forks the children with the primary's execArgv: --cpu-prof reaches them too.
   const args = [...(opts.nodeArgs ?? []), path.join(root, 'dist', 'bin', 'logd.js'), 'serve', '--port', String(port), ...(opts.workers ? ['--workers', String(opts.workers)] : [])];
-  const proc = spawn(process.execPath, args, {
-    cwd,
-    env: {
-      ...process.env,
-      REDIS_HOST: HOST, REDIS_PORT: String(redis.port), ...pgs.env,
-      LOGD_LOG_LEVEL: 'warn', LOGD_SERVER_HOST: HOST, LOGD_AUTH_MODE: 'open', LOGD_SERVER_ALLOW_ROOT: 'true',
-      ...opts.env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const env = {
+    ...process.env,
+    REDIS_HOST: HOST, REDIS_PORT: String(redis.port), ...pgs.env,
+    LOGD_LOG_LEVEL: 'warn', LOGD_SERVER_HOST: HOST, LOGD_AUTH_MODE: 'open', LOGD_SERVER_ALLOW_ROOT: 'true',
+    ...opts.env,
+  };
+  const config = logdConfig(root, env, { port, workers: opts.workers });
+  const cwd = await fsp.mkdtemp(path.join(os.tmpdir(), 'logd-bench-cwd-'));
+  const proc = spawn(process.execPath, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let partial = '';
   const events = new Map<string, number>();
@@ -257,13 +328,12 @@ export async function startLogd(root: string, redis: RedisServer, pgs: Pg, opts:
       .filter((m): m is RegExpMatchArray => !!m && Number(m[2]) === proc.pid)
       .map((m) => ({ pid: Number(m[1]), role: m[3].trim() }));
   };
-  const workers = opts.workers ?? os.availableParallelism();
   await waitFor('logd to answer /health with 200', async () => {
     if (code !== undefined) throw new Error(`logd exited with ${code}:\n${out}`);
     const res = await fetch(`${url}/health`).catch(() => undefined);
-    return res?.status === 200 && children().filter((c) => c.role === 'logd: http').length === workers;
+    return res?.status === 200 && children().filter((c) => c.role === 'logd: http').length === config.workers;
   }, 60_000, 100);
-  return { port, url, pid: proc.pid!, output: () => out, events: () => events, stopped: () => ({ seconds: stopSeconds, code }), children, stop };
+  return { port, url, pid: proc.pid!, config, output: () => out, events: () => events, stopped: () => ({ seconds: stopSeconds, code }), children, stop };
 }
 
 // ---------------------------------------------------------------------------
