@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: bootstrap (packages,
 # npm ci, build), then tap. Tests start their own private redis-server,
-# postgres and nginx, and a headless chromium. Ends with one line: "N passed, N failed".
+# postgres and nginx, and a headless chromium. Ends with one line:
+# "N passed, N failed, N skipped"; exits 0 only when tap exited 0, its
+# summary was found and it counted no failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh --test || { echo "0 passed, 1 failed"; exit 1; }
+bash scripts/bootstrap.sh --test || { echo "0 passed, 1 failed, 0 skipped"; exit 1; }
 
 out=$(mktemp)
 npx tap "$@" 2>&1 | tee "$out"
@@ -20,6 +22,8 @@ todo=$(count todo)
 pass=${pass:-0}
 failed=${failed:-0}
 skipped=$(( ${skip:-0} + ${todo:-0} ))
-if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+# A non-zero exit without counted failures (a file that crashed or timed out), or no summary at
+# all (tap stopped before it), is a failure too.
+if [ "$failed" -eq 0 ] && { [ "$rc" -ne 0 ] || [ -z "$summary" ]; }; then failed=1; fi
 echo "$pass passed, $failed failed, $skipped skipped"
-exit "$rc"
+[ "$failed" -eq 0 ] || exit 1

@@ -235,6 +235,8 @@ export interface Tally {
   unacknowledgedStored: number;
   /** stored messages that were never sent at all (must be 0) */
   unknown: number;
+  /** every acknowledged message not stored */
+  lostMessages: string[];
   lostSample: string[];
   duplicateSample: string[];
   unknownSample: string[];
@@ -271,6 +273,7 @@ export async function tally(pg: PostgresServer, prefix: string, acked: string[],
     lost: lost.length,
     unacknowledgedStored: extra.length - unknown.length,
     unknown: unknown.length,
+    lostMessages: lost,
     lostSample: lost.slice(0, 5),
     duplicateSample: dupRows.slice(0, 5).map((r) => `${r.message} x${r.n}`),
     unknownSample: unknown.slice(0, 5),

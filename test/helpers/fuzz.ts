@@ -118,6 +118,15 @@ function nested(levels: number, leaf: unknown = 1, arrays = false): Record<strin
 // ---------------------------------------------------------------------------
 // the generator
 
+/** Every kind of case the generator makes (a case over its route's body limit is `<kind>+oversized`). */
+export const KINDS = [
+  'valid', 'valid-batch', 'valid-edge', 'ambiguous-duplicate-key', 'ambiguous-proto', 'random-bytes', 'random-json',
+  'truncated-json', 'wrong-type', 'missing-field', 'empty-string', 'too-long', 'too-deep', 'very-deep', 'nul-escape',
+  'nul-raw', 'lone-surrogate', 'invalid-utf8', 'unknown-field', 'batch-shape', 'batch-1001', 'batch-one-bad', 'oversized',
+  'content-type', 'wrong-method', 'unknown-path',
+] as const;
+export type Kind = (typeof KINDS)[number];
+
 export interface FuzzLimits {
   single: number;
   batch: number;
@@ -163,7 +172,7 @@ export class Generator {
     return { entry, log };
   }
 
-  private post(kind: string, path: string, body: Buffer | string, expect: number[], extra: Partial<Case> = {}): Case {
+  private post(kind: Kind, path: string, body: Buffer | string, expect: number[], extra: Partial<Case> = {}): Case {
     const c: Case = {
       kind,
       method: 'POST',
@@ -183,7 +192,7 @@ export class Generator {
   }
 
   /** An invalid single entry: a valid one with `mutate` applied; its message still unique. */
-  private mutated(kind: string, mutate: (e: Record<string, unknown>) => void, code = 'LOGD_VALIDATION_FAILED'): Case {
+  private mutated(kind: Kind, mutate: (e: Record<string, unknown>) => void, code = 'LOGD_VALIDATION_FAILED'): Case {
     const { entry } = this.entry();
     mutate(entry);
     const single = chance(this.rnd, 0.7);
@@ -192,7 +201,7 @@ export class Generator {
   }
 
   /** A body text with `insert` spliced into the message string (raw JSON text). */
-  private withRawInMessage(kind: string, insert: string, expect: number[], code?: string): Case {
+  private withRawInMessage(kind: Kind, insert: string, expect: number[], code?: string): Case {
     const marker = '\u0001MARK\u0001';
     const { entry } = this.entry({ message: `${this.message(10)}${marker}` });
     const text = JSON.stringify(entry).replace(JSON.stringify(marker).slice(1, -1), insert);

@@ -534,6 +534,8 @@ export interface PostgresServer {
   start(): Promise<void>;
   /** Sends a signal (default SIGKILL) to the postmaster without waiting. */
   kill(signal?: NodeJS.Signals): void;
+  /** The postmaster's pid; undefined once it has exited. */
+  pid(): number | undefined;
   /** Creates another database on this server; resolves with its URL. */
   createDatabase(name: string): Promise<string>;
   /** Runs one statement on `database` with a one-shot client and returns the rows. */
@@ -543,6 +545,13 @@ export interface PostgresServer {
 export interface PostgresOptions {
   /** Database created on first start; default 'logd'. */
   database?: string;
+  /**
+   * fsync, synchronous_commit and full_page_writes on (PostgreSQL's defaults), for tests that stop the
+   * server in immediate mode, which is a crash to PostgreSQL: with synchronous_commit off a COMMIT
+   * returns before its WAL reaches the disk, and a crash can lose it
+   * (https://www.postgresql.org/docs/15/wal-async-commit.html).
+   */
+  durable?: boolean;
 }
 
 const pgBin = (name: string): string => path.join(PG_BIN_DIR, name);
@@ -705,6 +714,7 @@ class PostgresInstance extends Server implements PostgresServer {
     dir: string,
     readonly database: string,
     private readonly runAs: RunAs | undefined,
+    private readonly durable: boolean,
   ) {
     super(port, dir);
     this.url = this.urlFor(database);
@@ -721,8 +731,8 @@ class PostgresInstance extends Server implements PostgresServer {
       name: `postgres on ${HOST}:${this.port}`,
       cmd: pgBin('postgres'),
       args: ['-D', this.dir, '-p', String(this.port), '-k', this.dir, '-c', `listen_addresses=${HOST}`,
-        // Durability against OS crashes is irrelevant for tests; skipping fsync makes commits and shutdown fast.
-        '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off',
+        // Durability against OS crashes is irrelevant for most tests; skipping fsync makes commits and shutdown fast.
+        ...(this.durable ? [] : ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off']),
         // Dynamic shared memory as files in the data dir rather than /dev/shm/PostgreSQL.*, which a
         // SIGKILLed postmaster would leave behind; removing the dir removes them.
         '-c', 'dynamic_shared_memory_type=mmap'],
@@ -762,7 +772,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
   let server: PostgresInstance | undefined;
   try {
     server = await onFreePort(async (port) => {
-      const s = new PostgresInstance(port, dir, database, runAs);
+      const s = new PostgresInstance(port, dir, database, runAs, opts.durable ?? false);
       await s.start();
       return s;
     });
