@@ -26,7 +26,7 @@ DROP INDEX IF EXISTS logs_created_brin_idx;
 
 -- Stream entries whose logs are committed, written in the same transaction
 -- as their COPY: a redelivered entry found here is acknowledged, not loaded
--- again (exactly once, SPEC §3.3). Rows below the stream's first entry can
+-- again (exactly once). Rows below the stream's first entry can
 -- never be redelivered and are pruned.
 CREATE TABLE IF NOT EXISTS logd_ingested (
   entry_ms BIGINT NOT NULL,
@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS logd_ingested (
   PRIMARY KEY (entry_ms, entry_seq)
 );
 
--- Statistics rollups (GET /api/stats never scans `logs`, SPEC §3.8). The
+-- Statistics rollups (GET /api/stats never scans `logs`). The
 -- persister adds each batch's counts in the same transaction as its COPY, for
 -- the frames it actually loads, so they are exact for committed data and
 -- counted exactly once. All-time counts answer /api/stats; hourly buckets of

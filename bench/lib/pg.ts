@@ -3,7 +3,7 @@
  * tuned the way a server holding 10 million logs would be: the tests'
  * defaults (128 MB shared_buffers) would measure a cache-starved database.
  * Durability settings stay as the launcher sets them (fsync off): COPY and
- * reads are CPU-bound here; compare ratios measured in one run (SPEC §5).
+ * reads are CPU-bound here; compare ratios measured in one run.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';

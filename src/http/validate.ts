@@ -1,6 +1,6 @@
 /**
  * Validation at the door: the queue must only ever hold data PostgreSQL can
- * store (SPEC §3.5). Schema rules come from ajv; what JSON Schema cannot say
+ * store. Schema rules come from ajv; what JSON Schema cannot say
  * (NUL characters, lone surrogates, nesting depth, real calendar dates) is
  * checked here. Errors are shaped like FastAPI's 422 `detail` list so the
  * reference's clients keep working.

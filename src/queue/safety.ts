@@ -1,6 +1,6 @@
 /**
- * Checks a Redis server's settings against what logd's promise needs
- * (SPEC §3.2): the stream must never be evicted, and acknowledged logs should
+ * Checks a Redis server's settings against what logd's promise needs:
+ * the stream must never be evicted, and acknowledged logs should
  * survive a Redis crash.
  */
 import type Redis from 'ioredis';

@@ -1,7 +1,7 @@
 --[[
   Acknowledges persisted frames, lowers the backlog by the logs they held,
   and trims the stream below the oldest entry the group still needs: never
-  an unacknowledged one (SPEC §3.1), and in bulk, once per batch.
+  an unacknowledged one, and in bulk, once per batch.
 
   KEYS[1] stream
   KEYS[2] backlog counter

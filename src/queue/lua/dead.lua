@@ -1,7 +1,7 @@
 --[[
   Moves a stream entry that cannot be persisted to the dead-letter stream,
   with the reason, then acknowledges it and lowers the backlog by its logs:
-  visible, counted, never silently dropped (SPEC §3.4-5).
+  visible, counted, never silently dropped.
 
   KEYS[1] stream
   KEYS[2] backlog counter
