@@ -93,14 +93,14 @@ const ERROR_HEADERS: Record<number, Record<string, string>> = {
   503: { 'retry-after': '1' },
 };
 
-/** At most this many problems are listed in a 422 (a bad 1000-log batch could name thousands). */
-export const MAX_ISSUES = 20;
+/** At most this many problems are listed in an answer (a bad 1000-log batch could name thousands). */
+const MAX_LISTED = 20;
 
-/** The first MAX_ISSUES problems, and a last entry that says how many more there were. */
+/** The first MAX_LISTED problems, and a last entry that says how many more were found (validation stops looking after its own MAX_ISSUES). */
 function bounded(detail: unknown): unknown {
-  if (!Array.isArray(detail) || detail.length <= MAX_ISSUES) return detail;
-  const more = detail.length - MAX_ISSUES;
-  return [...detail.slice(0, MAX_ISSUES), { loc: [], msg: `${more} more problem${more > 1 ? 's' : ''} not listed`, type: 'too_many_errors' }];
+  if (!Array.isArray(detail) || detail.length <= MAX_LISTED) return detail;
+  const more = detail.length - MAX_LISTED;
+  return [...detail.slice(0, MAX_LISTED), { loc: [], msg: `${more} more problem${more > 1 ? 's' : ''} not listed`, type: 'too_many_errors' }];
 }
 
 /** Answers with a catalogue error; server-side failures are logged with the request id and cause. */
