@@ -2,27 +2,50 @@
 -- statement is idempotent. Columns of `logs` are the reference's contract.
 
 CREATE TABLE IF NOT EXISTS logs (
-  id BIGSERIAL PRIMARY KEY,
+  id BIGSERIAL,
   device_id VARCHAR(50) NOT NULL,
   log_level VARCHAR(20) NOT NULL,
   message TEXT,
   log_data JSONB,
-  created_at TIMESTAMPTZ DEFAULT NOW(),   -- event time: the client's timestamp, else the receive time (UTC)
-  indexed_at TIMESTAMPTZ DEFAULT NOW()    -- time the row was written
-);
+  created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),   -- event time: the client's timestamp, else the receive time (UTC)
+  indexed_at TIMESTAMPTZ DEFAULT NOW()             -- time the row was written
+) PARTITION BY RANGE (created_at);
 
+-- Partitions: src/storage/partitions.ts creates them (storage.partition_hours
+-- wide, list-partitioned by level when retention.by_level is set) and
+-- src/storage/maintenance.ts drops them when they expire. A database made
+-- before partitioning keeps its rows in the partition logs_legacy
+-- (src/storage/upgrade.ts).
+--
 -- Index set, chosen by measurement (BENCHMARKS.md, "Index sets"): every
--- index slows COPY, so only what the read path needs. Both btrees end in
--- (created_at, id), the read order and the keyset of the cursor:
+-- index slows COPY, so only what the read path needs, per partition. Both
+-- btrees end in (created_at, id), the read order and the keyset of the
+-- cursor:
 -- - device queries and searches by device: logs_device_created_idx;
 -- - searches across devices (level, time, text, data filters applied along
 --   the newest-first scan) and the partial hour of /api/stats?since=:
 --   logs_created_idx. BRIN(created_at) cannot give that order.
+-- No primary key: ids come from one sequence, and a unique index on a
+-- partitioned table must include created_at, so it would only cost COPY.
 -- No GIN on log_data or message: measured, they cost COPY more than the rare
 -- searches they speed up are worth (q and data filter the index scans).
 CREATE INDEX IF NOT EXISTS logs_device_created_idx ON logs (device_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS logs_created_idx ON logs (created_at DESC, id DESC);
-DROP INDEX IF EXISTS logs_created_brin_idx;
+
+-- What maintenance dropped: read by `logd storage`, `logd status`, /metrics
+-- and /health (a disk-budget drop of logs still inside their retention).
+CREATE TABLE IF NOT EXISTS logd_partition_drops (
+  id BIGSERIAL PRIMARY KEY,
+  dropped_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+  partition TEXT NOT NULL,
+  range_from TIMESTAMPTZ,           -- NULL: from the oldest log (logs_legacy)
+  range_to TIMESTAMPTZ NOT NULL,
+  levels TEXT,                      -- NULL: every level
+  rows BIGINT NOT NULL,
+  bytes BIGINT NOT NULL,
+  reason TEXT NOT NULL CHECK (reason IN ('retention', 'budget')),
+  retention_days INTEGER NOT NULL   -- the retention of the partition when it was dropped
+);
 
 -- Stream entries whose logs are committed, written in the same transaction
 -- as their COPY: a redelivered entry found here is acknowledged, not loaded
@@ -63,9 +86,24 @@ CREATE TABLE IF NOT EXISTS logd_hourly_by_device (
   n BIGINT NOT NULL,
   PRIMARY KEY (bucket, device_id)
 );
+-- Daily buckets (UTC days) of the same counts: ?since= windows of days and
+-- weeks read one row per day and level or device, not one per hour.
+CREATE TABLE IF NOT EXISTS logd_daily_by_level (
+  day TIMESTAMPTZ NOT NULL,
+  log_level VARCHAR(20) NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (day, log_level)
+);
+CREATE TABLE IF NOT EXISTS logd_daily_by_device (
+  day TIMESTAMPTZ NOT NULL,
+  device_id VARCHAR(50) NOT NULL,
+  n BIGINT NOT NULL,
+  PRIMARY KEY (day, device_id)
+);
 
--- Once per database: rollups for the logs stored before they existed. Under
--- the migration lock, before any persister of this version runs.
+-- Once per database: rollups for the logs stored before they existed (the
+-- daily ones from the hourly ones, which count the same rows). Under the
+-- migration lock, before any persister of this version runs.
 CREATE TABLE IF NOT EXISTS logd_migrations (
   name TEXT PRIMARY KEY,
   applied_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
@@ -80,5 +118,15 @@ BEGIN
       SELECT date_trunc('hour', created_at, 'UTC'), log_level, count(*) FROM logs WHERE created_at IS NOT NULL GROUP BY 1, 2;
     INSERT INTO logd_hourly_by_device
       SELECT date_trunc('hour', created_at, 'UTC'), device_id, count(*) FROM logs WHERE created_at IS NOT NULL GROUP BY 1, 2;
+  END IF;
+END $$;
+DO $$
+BEGIN
+  INSERT INTO logd_migrations (name) VALUES ('daily-rollups') ON CONFLICT DO NOTHING;
+  IF FOUND THEN
+    INSERT INTO logd_daily_by_level
+      SELECT date_trunc('day', bucket, 'UTC'), log_level, sum(n) FROM logd_hourly_by_level GROUP BY 1, 2;
+    INSERT INTO logd_daily_by_device
+      SELECT date_trunc('day', bucket, 'UTC'), device_id, sum(n) FROM logd_hourly_by_device GROUP BY 1, 2;
   END IF;
 END $$;

@@ -12,14 +12,17 @@ import path from 'node:path';
 import Ajv from 'ajv';
 import { parse as parseToml } from 'smol-toml';
 import { LogdError } from './errors';
+import { LOG_LEVELS, type LogLevel } from './model/levels';
 
 interface Leaf {
-  type: 'integer' | 'string' | 'boolean';
-  default: number | string | boolean;
+  type: 'integer' | 'string' | 'boolean' | 'object';
+  default: number | string | boolean | Readonly<Record<string, number>>;
   description: string;
   minimum?: number;
   maximum?: number;
   enum?: readonly string[];
+  properties?: Record<string, object>;
+  additionalProperties?: false;
 }
 
 const int = (def: number, description: string, minimum = 0, maximum = Number.MAX_SAFE_INTEGER): Leaf & { type: 'integer' } =>
@@ -27,6 +30,14 @@ const int = (def: number, description: string, minimum = 0, maximum = Number.MAX
 const str = (def: string, description: string, choices?: readonly string[]): Leaf & { type: 'string' } =>
   ({ type: 'string', default: def, description, ...(choices ? { enum: choices } : {}) });
 const bool = (def: boolean, description: string): Leaf & { type: 'boolean' } => ({ type: 'boolean', default: def, description });
+/** A table of integers, one per log level (each optional). */
+const perLevel = (description: string, minimum: number, maximum: number): Leaf & { type: 'object' } => ({
+  type: 'object',
+  default: {},
+  description,
+  properties: Object.fromEntries(LOG_LEVELS.map((l) => [l, { type: 'integer', minimum, maximum }])),
+  additionalProperties: false,
+});
 
 /** The options, by section. Order here is the order in conf/logd.toml. */
 export const OPTIONS = {
@@ -70,6 +81,18 @@ export const OPTIONS = {
     search_timeout_ms: int(5000, 'a search with q, data or level running longer than this is cancelled and answered 503 LOGD_QUERY_TIMEOUT, in ms', 1),
     acquire_timeout_ms: int(1000, 'a read that waits longer than this for a free connection of its share is answered 503 LOGD_BUSY + Retry-After, in ms', 1),
   },
+  ingest: {
+    max_future_s: int(3600, 'a log whose timestamp is more than this ahead of the receive time is refused with 422 (naming timestamp and the accepted window), in s', 0, 31_536_000),
+  },
+  storage: {
+    partition_hours: int(24, 'width of a partition of `logs` (UTC, aligned to midnight): 24 = one per day; 1 (or 2, 3, 4, 6, 8, 12) for very high volumes, in hours', 1, 24),
+    maintenance_interval_s: int(60, 'how often a persister creates partitions ahead and applies retention and the disk budget, in s', 1, 86_400),
+  },
+  retention: {
+    days: int(30, 'logs older than this (by timestamp) are refused at the door and expire by whole partitions, in days', 1, 36_500),
+    by_level: perLevel('per-level overrides of days, e.g. { DEBUG = 3, ERROR = 90 }; each distinct value gets its own sub-partitions, so a level expires by a partition drop', 1, 36_500),
+    max_bytes: int(0, 'disk budget of `logs` (all partitions, indexes included): past it the oldest partitions are dropped even inside retention, and /health says degraded; 0 = off, in bytes', 0),
+  },
   queue: {
     group: str('log_workers', 'consumer group the persisters read with'),
     dead_stream: str('logs:dead', 'dead-letter stream for entries that cannot be persisted'),
@@ -95,7 +118,7 @@ export const OPTIONS = {
 } as const satisfies Record<string, Record<string, Leaf>>;
 
 type Options = typeof OPTIONS;
-type LeafValue<L> = L extends { type: 'integer' } ? number : L extends { type: 'boolean' } ? boolean : string;
+type LeafValue<L> = L extends { type: 'integer' } ? number : L extends { type: 'boolean' } ? boolean : L extends { type: 'object' } ? Readonly<Partial<Record<LogLevel, number>>> : string;
 export type Config = { readonly [S in keyof Options]: { readonly [K in keyof Options[S]]: LeafValue<Options[S][K]> } };
 
 /** Flags of `logd serve` that override config keys. */
@@ -132,9 +155,10 @@ function leafOf(dotted: string): Leaf | undefined {
   return (OPTIONS as Record<string, Record<string, Leaf>>)[section]?.[key];
 }
 
-function fromEnvString(dotted: string, name: string, raw: string): number | string | boolean {
+function fromEnvString(dotted: string, name: string, raw: string): number | string | boolean | Record<string, number> {
   const leaf = leafOf(dotted)!;
   if (leaf.type === 'string') return raw;
+  if (leaf.type === 'object') return perLevelFromEnv(dotted, name, raw);
   if (leaf.type === 'boolean') {
     if (raw === 'true' || raw === '1') return true;
     if (raw === 'false' || raw === '0') return false;
@@ -145,6 +169,17 @@ function fromEnvString(dotted: string, name: string, raw: string): number | stri
     throw new LogdError('LOGD_CONFIG_INVALID', `${name} (${dotted}) must be an integer, got "${raw}"`);
   }
   return n;
+}
+
+/** LEVEL=N pairs separated by commas ("DEBUG=3,ERROR=90"); the schema checks levels and ranges. */
+function perLevelFromEnv(dotted: string, name: string, raw: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const pair of raw.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const m = /^([A-Za-z]+)\s*=\s*(-?\d+)$/.exec(pair);
+    if (!m) throw new LogdError('LOGD_CONFIG_INVALID', `${name} (${dotted}) must be LEVEL=N pairs separated by commas, got "${raw}"`);
+    out[m[1].toUpperCase()] = Number(m[2]);
+  }
+  return out;
 }
 
 function set(tree: Record<string, Record<string, unknown>>, dotted: string, value: unknown): void {

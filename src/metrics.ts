@@ -71,6 +71,53 @@ export const rowsPersisted = new Counter({ name: 'logd_persisted_rows_total', he
 
 export const deadLettered = new Counter({ name: 'logd_dead_lettered_total', help: 'stream entries moved to the dead-letter stream' });
 
+export const partitionsDropped = new Counter({
+  name: 'logd_storage_dropped_partitions_total',
+  help: 'partitions (or level leaves of partitions) of logs dropped, by reason (retention, budget: retention.max_bytes)',
+  labelNames: ['reason'] as const,
+});
+
+export const rowsDropped = new Counter({
+  name: 'logd_storage_dropped_rows_total',
+  help: 'logs removed by dropped partitions, by reason (retention, budget: retention.max_bytes)',
+  labelNames: ['reason'] as const,
+});
+
+/** What the storage gauges report (the persister's last maintenance pass). */
+export interface StorageGauges {
+  partitions: number;
+  rows: number;
+  bytes: number;
+  oldest: number | null;
+  newest: number | null;
+  lastDrop: number | null;
+  nextDrop: number | null;
+}
+
+let storage: StorageGauges | undefined;
+
+/** In the persister: the state its last maintenance pass saw. */
+export function trackStorage(state: StorageGauges): void {
+  storage = state;
+}
+
+const storageGauge = (name: string, help: string, read: (s: StorageGauges) => number | null): Gauge => new Gauge({
+  name,
+  help: `${help}, as of the persister's last storage maintenance pass`,
+  aggregator: 'max',
+  collect() {
+    if (storage) this.set(read(storage) ?? Number.NaN);
+  },
+});
+storageGauge('logd_storage_partitions', 'time partitions of logs', (s) => s.partitions);
+storageGauge('logd_storage_rows', 'logs stored (the statistics rollups\' total)', (s) => s.rows);
+storageGauge('logd_storage_bytes', 'size of the partitions of logs on disk, indexes included, in bytes', (s) => s.bytes);
+const seconds = (t: number | null): number | null => (t === null ? null : t / 1000);
+storageGauge('logd_storage_oldest_timestamp_seconds', 'start of the oldest partition (NaN: none, or the legacy partition with no start)', (s) => seconds(s.oldest));
+storageGauge('logd_storage_newest_timestamp_seconds', 'end of the newest partition', (s) => seconds(s.newest));
+storageGauge('logd_storage_last_drop_timestamp_seconds', 'when a partition was last dropped (NaN: never)', (s) => seconds(s.lastDrop));
+storageGauge('logd_storage_next_drop_timestamp_seconds', 'when the next partition expires by retention (NaN: none)', (s) => seconds(s.nextDrop));
+
 export const cacheLookups = new Counter({
   name: 'logd_cache_lookups_total',
   help: 'cache-aside lookups, by cache and result (hit, miss, shared, waited, late, error)',

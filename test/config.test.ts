@@ -31,7 +31,7 @@ t.test('conf/logd.toml documents every option with its default', async (t) => {
   const shipped = parse(text) as Record<string, Record<string, unknown>>;
   for (const [key, leaf] of defaults()) {
     const [section, name] = key.split('.');
-    t.equal(shipped[section]?.[name], leaf.default, `${key} = ${JSON.stringify(leaf.default)}`);
+    t.same(shipped[section]?.[name], leaf.default, `${key} = ${JSON.stringify(leaf.default)}`);
     t.ok(text.includes(`# ${leaf.description}\n${name} =`), `${key} has its doc comment`);
   }
   t.same(loadConfig(path.join(ROOT, 'conf', 'logd.toml'), {}), loadConfig(undefined, {}), 'the shipped file is the defaults');

@@ -32,7 +32,7 @@ t.test('the door keeps the hour of each accepted timestamp, as epochHour reads t
   const forms: (string | number)[] = ['2024-02-29T00:30:00+05:30', '2024-02-29T00:30:00+0530', '2024-02-29T00:30:00+05', '2024-12-31T23:45:00-00:30',
     '2024-12-31T23:15:00-02', '2024-02-29 12:00', '2024-02-29T12:59:59.999999z', '1969-12-31T23:59:59Z', 1700000000123, 0];
   for (const timestamp of forms) {
-    const v = validateBody('single', { device_id: 'd', log_level: 'INFO', message: 'm', timestamp }, false);
+    const v = validateBody('single', { device_id: 'd', log_level: 'INFO', message: 'm', timestamp }, false, { refuses: () => undefined });
     const entry = v.ok ? v.entries[0] : undefined;
     t.ok(entry?.time !== undefined && entry.hour === epochHour(entry.time), `${timestamp}: hour ${entry?.hour} of ${entry?.time}`);
   }

@@ -49,7 +49,7 @@ one). Every statement is idempotent; \`logd serve\` does the same at start.
     flags: ['data-dir'],
     positionals: false,
     run: async (cfg, _args, _flags, log) => {
-      await migrate(withEmbeddedEndpoints(cfg));
+      await migrate(withEmbeddedEndpoints(cfg), log);
       log.info('schema applied');
       return 0;
     },

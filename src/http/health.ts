@@ -2,7 +2,7 @@
  * GET /health: 200 "healthy" when Redis and PostgreSQL answer and the stream
  * is being persisted; otherwise 503 with the reasons, as "degraded" (ingest
  * still accepts: PostgreSQL down, no live or a failing persister, backlog
- * over its limit) or "unhealthy" (Redis down: ingest refuses). Authentication
+ * over its limit, the disk budget dropping logs inside their retention) or "unhealthy" (Redis down: ingest refuses). Authentication
  * switched off is a reason too, whatever the status.
  */
 import type pg from 'pg';
@@ -52,6 +52,8 @@ export async function health(cfg: Config, queue: Queue, pool: pg.Pool): Promise<
       if (backlog >= cfg.queue.max_backlog) degraded.push(`backlog of ${backlog} logs is at queue.max_backlog (${cfg.queue.max_backlog}): ingest answers 503`);
       if (!live.size) degraded.push('no live persister: logs are accepted but not persisted');
       for (const [name, s] of live) if (s.lastError) degraded.push(`persister ${name} is retrying: ${s.lastError}`);
+      // every node's persister reports the one database: each reason once
+      for (const why of new Set([...live.values()].map((s) => s.budgetDropping))) if (why) degraded.push(`disk budget: ${why}`);
     } catch (err) {
       unhealthy.push(`redis is failing: ${(err as Error).message}`);
     }

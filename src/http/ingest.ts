@@ -11,6 +11,7 @@ import { logsAccepted, logsRefused } from '../metrics';
 import { copyRow } from '../persist/copy';
 import { frameSummary } from '../persist/summary';
 import type { Queue } from '../queue/stream';
+import { acceptWindow } from '../storage/layout';
 import { readBody } from './body';
 import { fail, sendError, sendJson, type Exchange } from './respond';
 import { validateBody, type Accepted } from './validate';
@@ -56,7 +57,7 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
     } catch (err) {
       return fail(x, 'LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
     }
-    const verdict = validateBody(kind, body, text.includes('\\u'));
+    const verdict = validateBody(kind, body, text.includes('\\u'), acceptWindow(cfg, Date.now()));
     if (!verdict.ok) {
       logsRefused.inc({ reason: 'invalid' }, countLogs(kind, body));
       return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);

@@ -2,8 +2,9 @@
  * JSON Schemas of the request bodies: ajv validates with them, and the
  * OpenAPI document is generated from the same objects.
  */
-export const LOG_LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'] as const;
-export type LogLevel = (typeof LOG_LEVELS)[number];
+import { LOG_LEVELS, type LogLevel } from '../model/levels';
+
+export { LOG_LEVELS, type LogLevel };
 
 /** Largest epoch-ms timestamp accepted (9999-12-31T23:59:59.999Z). */
 export const MAX_EPOCH_MS = 253402300799999;

@@ -6,7 +6,8 @@
  * reference's clients keep working.
  */
 import Ajv, { type ErrorObject } from 'ajv';
-import { utcHour } from '../persist/summary';
+import { utcMinute } from '../persist/summary';
+import type { AcceptWindow } from '../storage/layout';
 import { batchSchema, logEntrySchema, MAX_LOG_DATA_DEPTH, type LogEntry } from './schemas';
 
 export interface Issue {
@@ -97,8 +98,8 @@ const HOUR_MS = 3_600_000;
  * the frame summary), or undefined if it is not a real date-time.
  * Sub-millisecond digits of ISO input are kept.
  */
-function parseTimestamp(ts: string | number): { iso: string; hour: number } | undefined {
-  if (typeof ts === 'number') return { iso: new Date(ts).toISOString(), hour: Math.floor(ts / HOUR_MS) };
+function parseTimestamp(ts: string | number): { iso: string; hour: number; ms: number } | undefined {
+  if (typeof ts === 'number') return { iso: new Date(ts).toISOString(), hour: Math.floor(ts / HOUR_MS), ms: ts };
   const m = ISO.exec(ts);
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s = '00', frac = '', zone = 'Z'] = m;
@@ -109,7 +110,9 @@ function parseTimestamp(ts: string | number): { iso: string; hour: number } | un
   if (zone.length > 1 && (Number(zone.slice(1, 3)) > 15)) return undefined;
   // zone: Z, ±HH, ±HHMM or ±HH:MM; minutes east of UTC
   const offset = zone.length === 1 ? 0 : (zone[0] === '+' ? 1 : -1) * (Number(zone.slice(1, 3)) * 60 + (zone.length > 3 ? Number(zone.slice(-2)) : 0));
-  return { iso: `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`, hour: utcHour(year, month, day, Number(h), Number(mi), offset) };
+  const minute = utcMinute(year, month, day, Number(h), Number(mi), offset);
+  const ms = minute * 60_000 + Number(s) * 1000 + Math.floor(Number(`0${frac || '.0'}`) * 1000);
+  return { iso: `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`, hour: Math.floor(minute / 60), ms };
 }
 
 /** parseTimestamp's text alone (query parameters). */
@@ -181,7 +184,7 @@ export interface Accepted {
   hour: number | undefined;
 }
 
-function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boolean, out: Issue[], accepted: Accepted[]): void {
+function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boolean, window: AcceptWindow, out: Issue[], accepted: Accepted[]): void {
   const before = out.length;
   if (deepCheckStrings) {
     for (const field of ['device_id', 'message'] as const) {
@@ -189,10 +192,14 @@ function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boo
       if (why) out.push({ loc: [...loc, field], msg: why, type: 'string_unstorable' });
     }
   }
-  let time: { iso: string; hour: number } | undefined;
+  let time: { iso: string; hour: number; ms: number } | undefined;
   if (e.timestamp !== undefined) {
     time = parseTimestamp(e.timestamp);
     if (time === undefined) out.push(timestampIssue([...loc, 'timestamp']));
+    else {
+      const why = window.refuses(e.log_level, time.ms);
+      if (why) out.push({ loc: [...loc, 'timestamp'], msg: why, type: 'timestamp_out_of_window' });
+    }
   }
   if (e.log_data !== undefined) {
     if (deepCheckStrings) dataIssues(e.log_data, [...loc, 'log_data'], out);
@@ -207,22 +214,22 @@ function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boo
 export type Verdict = { ok: true; entries: Accepted[] } | { ok: false; issues: Issue[] };
 
 /**
- * Validates a parsed body. `rawHasEscapes` is whether the body text contains
+ * Validates a parsed body; timestamps must lie in `window`. `rawHasEscapes` is whether the body text contains
  * a `\u` escape: a body that is valid UTF-8 can only carry NUL or lone
  * surrogates through such escapes (raw control characters are invalid
  * JSON), so the per-string scan is skipped for the common body without them.
  */
-export function validateBody(kind: 'single' | 'batch', body: unknown, rawHasEscapes: boolean): Verdict {
+export function validateBody(kind: 'single' | 'batch', body: unknown, rawHasEscapes: boolean, window: AcceptWindow): Verdict {
   const issues: Issue[] = [];
   const accepted: Accepted[] = [];
   if (kind === 'single') {
     if (!validateEntry(body)) return { ok: false, issues: schemaIssues(validateEntry.errors!) };
-    checkEntry(body, ['body'], rawHasEscapes, issues, accepted);
+    checkEntry(body, ['body'], rawHasEscapes, window, issues, accepted);
   } else {
     if (!validateBatch(body)) return { ok: false, issues: schemaIssues(validateBatch.errors!) };
     const logs = body.logs;
     for (let i = 0; i < logs.length && issues.length < MAX_ISSUES; i++) {
-      checkEntry(logs[i], ['body', 'logs', i], rawHasEscapes, issues, accepted);
+      checkEntry(logs[i], ['body', 'logs', i], rawHasEscapes, window, issues, accepted);
     }
   }
   return issues.length ? { ok: false, issues } : { ok: true, entries: accepted };

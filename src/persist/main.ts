@@ -3,10 +3,11 @@ import os from 'node:os';
 import type { Config } from '../config';
 import { redisClient } from '../connections';
 import type { Logger } from '../log';
-import { trackBacklog } from '../metrics';
+import { partitionsDropped, rowsDropped, trackBacklog, trackStorage } from '../metrics';
 import { HEARTBEAT_MS, publishStatus } from '../queue/status';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
+import { maintain, type StorageState } from '../storage/maintenance';
 import { Persister } from './persister';
 
 /** Stable per instance, so a restarted persister finds the entries it had taken (its pending list). */
@@ -25,13 +26,41 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   let done: Promise<void> = Promise.resolve();
   trackBacklog(() => queue.backlog());
   let timer: NodeJS.Timeout | undefined;
+  let storage: StorageState | undefined;
   const publish = (): void => {
-    publishStatus(redis, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats })
+    publishStatus(redis, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats, budgetDropping: storage?.budgetDropping })
       .catch((err) => log.debug({ err: err.message }, 'heartbeat failed'));
+  };
+  // Storage maintenance (src/storage/maintenance.ts): partitions ahead, retention, the disk budget.
+  let maintenanceTimer: NodeJS.Timeout | undefined;
+  let maintaining: Promise<void> = Promise.resolve();
+  const runMaintenance = async (): Promise<void> => {
+    try {
+      const first = await queue.firstId();
+      const { created, dropped, state } = await maintain(cfg, Date.now(), first ? Number(first.split('-')[0]) : undefined);
+      storage = state;
+      trackStorage({ ...state, lastDrop: state.lastDrop?.at ?? null });
+      if (created) log.info({ created }, 'partitions created ahead');
+      for (const d of dropped) {
+        partitionsDropped.inc({ reason: d.reason });
+        rowsDropped.inc({ reason: d.reason }, d.rows);
+        log[d.reason === 'budget' ? 'warn' : 'info']({ ...d, from: Number.isFinite(d.from) ? new Date(d.from).toISOString() : null, to: new Date(d.to).toISOString() },
+          d.reason === 'budget' ? 'partition dropped: logs over retention.max_bytes' : 'partition dropped: retention expired');
+      }
+    } catch (err) {
+      log.warn({ err }, 'storage maintenance failed; will retry');
+    }
+  };
+  const scheduleMaintenance = (): void => {
+    maintenanceTimer = setTimeout(() => {
+      maintaining = runMaintenance().finally(scheduleMaintenance);
+    }, cfg.storage.maintenance_interval_s * 1000);
   };
   return {
     async start() {
       await Promise.all([reader.connect(), redis.connect()]);
+      await runMaintenance();
+      scheduleMaintenance();
       publish();
       timer = setInterval(publish, HEARTBEAT_MS);
       done = persister.run().catch((err) => {
@@ -41,7 +70,8 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
     },
     async stop() {
       persister.stop();
-      await done;
+      clearTimeout(maintenanceTimer);
+      await Promise.all([done, maintaining]);
       clearInterval(timer);
       reader.disconnect();
       redis.disconnect();

@@ -1,7 +1,8 @@
 /**
  * Applies schema.sql (idempotent) under an advisory lock, so instances
- * starting together don't race; readies the embedded cluster's role and
- * database first (ensureDatabase).
+ * starting together don't race, after converting a database made before
+ * partitioning (src/storage/upgrade.ts); readies the embedded cluster's
+ * role and database first (ensureDatabase).
  */
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
@@ -9,6 +10,7 @@ import type { Config } from '../config';
 import { pgConfig } from '../connections';
 import type { Logger } from '../log';
 import { rootPath } from '../paths';
+import { LEGACY, needsUpgrade, upgradeLegacy } from '../storage/upgrade';
 
 /** Arbitrary, fixed: the advisory lock key of logd's migrations. */
 const MIGRATION_LOCK = 4_812_990_117;
@@ -23,12 +25,19 @@ const ADOPTER = 'logd_adopt';
 /** SQLSTATE 28000 (invalid_authorization_specification): on the embedded trust socket, the role does not exist. */
 export const NO_SUCH_ROLE = '28000';
 
-export async function migrate(cfg: Config): Promise<void> {
+export async function migrate(cfg: Config, log?: Logger): Promise<void> {
   const client = new pg.Client(pgConfig(cfg));
   await client.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-    await client.query(readFileSync(rootPath('schema.sql'), 'utf8'));
+    const schema = readFileSync(rootPath('schema.sql'), 'utf8');
+    if (await needsUpgrade(client)) {
+      const t0 = Date.now();
+      const moved = await upgradeLegacy(client, cfg, schema);
+      log?.info({ ms: Date.now() - t0, moved }, `logs was one unpartitioned table: it is now the partition ${LEGACY} of the partitioned logs`);
+    } else {
+      await client.query(schema);
+    }
   } finally {
     await client.end();
   }

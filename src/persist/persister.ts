@@ -27,6 +27,8 @@ import type { Logger } from '../log';
 import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metrics';
 import { SQL } from '../sql';
 import { isFrame, type BadEntry, type Frame, type Queue } from '../queue/stream';
+import { HOUR_MS } from '../storage/layout';
+import { Partitions } from '../storage/partitions';
 import { COPY_COLUMNS } from './copy';
 import { countParams, parseSummary, summarizeRows, type CountParams, type Tally } from './summary';
 
@@ -47,6 +49,20 @@ const PRUNE_EVERY_MS = 30_000;
 const isDataError = (err: unknown): boolean => /^2[23]/.test(String((err as { code?: string }).code ?? ''));
 
 const splitId = (id: string): [string, string] => id.split('-') as [string, string];
+
+/** COPY routed a row to no partition: one was dropped (or never made) after ensure() looked. */
+const isNoPartition = (err: unknown): boolean =>
+  (err as { code?: string }).code === '23514' && /no partition of relation/.test((err as Error).message);
+
+/** The times (epoch ms, one per hour) the rows of these tallies fall in. */
+function hoursOf(tallies: Iterable<Tally>): number[] {
+  const hours = new Set<number>();
+  for (const t of tallies) {
+    const ms = typeof t[2] === 'number' ? t[2] * HOUR_MS : Date.parse(t[2]);
+    if (Number.isFinite(ms)) hours.add(Math.floor(ms / HOUR_MS) * HOUR_MS);
+  }
+  return [...hours];
+}
 
 /** Runs a ledger statement ($1 entry ms parts, $2 seq parts) for these frames; the entry IDs it returns. */
 async function ledger(db: pg.Pool | pg.PoolClient, sql: string, frames: Frame[]): Promise<Set<string>> {
@@ -106,6 +122,9 @@ export class Persister {
   private running = true;
   private readonly pool: pg.Pool;
   private readonly versions: Versions;
+  private readonly partitions: Partitions;
+  /** a load found no partition for a row: take the next loads' hours from their rows, not their summaries */
+  private distrustSummaries = false;
   private lastPrune = 0;
   /** logs per frame in the last read, to size the next */
   private logsPerFrame = 1;
@@ -128,6 +147,7 @@ export class Persister {
     this.pool = new pg.Pool({ ...pgConfig(cfg), max: 1 });
     this.pool.on('error', (err) => this.log.warn({ err }, 'idle PostgreSQL connection failed'));
     this.versions = new Versions(queue.redis, cfg);
+    this.partitions = new Partitions(cfg);
   }
 
   /** Asks the loop to finish its current batch and return. */
@@ -291,6 +311,7 @@ export class Persister {
     let broken: Error | undefined;
     let loaded = 0;
     try {
+      await this.partitions.ensure(client, hoursOf(frames.flatMap((f) => (this.distrustSummaries ? summarizeRows(f.rows) : talliesOf(f)))));
       await client.query('BEGIN');
       const fresh = await ledger(client, SQL.claimEntries, frames);
       const todo = fresh.size === frames.length ? frames : frames.filter((f) => fresh.has(f.id));
@@ -301,9 +322,16 @@ export class Persister {
         await client.query(SQL.addCounts, todoCounts);
       }
       await client.query('COMMIT');
+      this.distrustSummaries = false;
     } catch (err) {
       broken = err as Error;
       await client.query('ROLLBACK').catch(() => undefined);
+      if (isNoPartition(err)) {
+        // not the data's fault: retried once the partitions are made again
+        this.partitions.forget();
+        this.distrustSummaries = true;
+        throw new Error(`a row had no partition (retention dropped it while loading, or the frame's summary is wrong): ${broken.message}`);
+      }
       throw err;
     } finally {
       client.release(broken && !isDataError(broken) ? broken : undefined);

@@ -29,9 +29,14 @@ function daysFromCivil(y: number, m: number, d: number): number {
 
 const ISO = /^(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d)(?::\d\d(?:\.\d+)?)?(?:(Z)|([+-])(\d\d)(?::?(\d\d))?)$/i;
 
+/** The UTC epoch minute of a civil date and time at `offset` minutes east of UTC. */
+export function utcMinute(y: number, m: number, d: number, hh: number, mm: number, offset: number): number {
+  return daysFromCivil(y, m, d) * 1440 + hh * 60 + mm - offset;
+}
+
 /** The UTC epoch hour of a civil date and time at `offset` minutes east of UTC. */
 export function utcHour(y: number, m: number, d: number, hh: number, mm: number, offset: number): number {
-  return Math.floor((daysFromCivil(y, m, d) * 1440 + hh * 60 + mm - offset) / 60);
+  return Math.floor(utcMinute(y, m, d, hh, mm, offset) / 60);
 }
 
 /**

@@ -13,6 +13,8 @@ export interface PersisterStatus {
   dead: number;
   /** the step that is failing and being retried, if any */
   lastError?: string;
+  /** set while the disk budget (retention.max_bytes) drops logs still inside their retention */
+  budgetDropping?: string;
 }
 
 /** How often a persister publishes, and after how long without a heartbeat it counts as gone. */

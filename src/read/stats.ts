@@ -1,5 +1,5 @@
 /** GET /api/stats from the rollups the persister maintains (never a scan of `logs`). */
-import { LOG_LEVELS } from '../http/schemas';
+import { LOG_LEVELS } from '../model/levels';
 import { SQL } from '../sql';
 import type { ReadPool } from './db';
 

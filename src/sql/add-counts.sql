@@ -1,5 +1,5 @@
 -- Adds a batch's counts to the statistics rollups, in the transaction of its
--- COPY. Rows are upserted in key order, so concurrent persisters lock them in
+-- COPY (and, negated, takes away the counts of deleted rows). Rows are upserted in key order, so concurrent persisters lock them in
 -- the same order (no deadlocks); the all-time rows are hot, hence this runs
 -- last, right before COMMIT.
 -- $1 text[] device_id, $2 text[] log_level, $3 timestamptz[] a time in the
@@ -16,6 +16,14 @@ WITH batch AS (
   INSERT INTO logd_hourly_by_level AS c (bucket, log_level, n)
   SELECT bucket, log_level, sum(n) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
   ON CONFLICT (bucket, log_level) DO UPDATE SET n = c.n + EXCLUDED.n
+), daily_device AS (
+  INSERT INTO logd_daily_by_device AS c (day, device_id, n)
+  SELECT date_trunc('day', bucket, 'UTC'), device_id, sum(n) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (day, device_id) DO UPDATE SET n = c.n + EXCLUDED.n
+), daily_level AS (
+  INSERT INTO logd_daily_by_level AS c (day, log_level, n)
+  SELECT date_trunc('day', bucket, 'UTC'), log_level, sum(n) FROM batch GROUP BY 1, 2 ORDER BY 1, 2
+  ON CONFLICT (day, log_level) DO UPDATE SET n = c.n + EXCLUDED.n
 ), device AS (
   INSERT INTO logd_counts_by_device AS c (device_id, n)
   SELECT device_id, sum(n) FROM batch GROUP BY 1 ORDER BY 1

@@ -57,7 +57,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
   const cfg = embedded.cfg;
   try {
     if (embeddedPostgres(cfgIn)) await ensureDatabase(cfg, log);
-    await migrate(cfg);
+    await migrate(cfg, log);
     await checkRedis(cfg, log);
   } catch (err) {
     await embedded.stop();

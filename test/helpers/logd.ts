@@ -54,6 +54,10 @@ export async function startLogd(opts: LogdOptions = {}): Promise<Logd> {
     LOGD_SERVER_ALLOW_ROOT: 'true',
     // No proxy pools connections to a test's logd: stop as soon as requests are answered.
     LOGD_SERVER_DRAIN_MS: '0',
+    // Tests of other features send fixed timestamps (2026-03-01, 1970): the accepted window and retention
+    // (test/storage.test.ts) are set per test there.
+    LOGD_RETENTION_DAYS: '36500',
+    LOGD_INGEST_MAX_FUTURE_S: '31536000',
     ...serviceEnv(opts.redis, opts.pg),
     ...opts.env,
   };
