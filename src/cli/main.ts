@@ -12,10 +12,12 @@ import { runChild } from '../supervisor/child';
 import { serve } from '../supervisor/primary';
 import { check } from './check';
 import { dlq } from './dlq';
+import { purgeCommand } from './purge';
 import { status } from './status';
+import { storage } from './storage';
 import { token } from './token';
 
-type Flags = { limit?: string; all?: boolean; name?: string; scope?: string };
+type Flags = { limit?: string; all?: boolean; name?: string; scope?: string; device?: string; until?: string };
 
 interface Command {
   summary: string;
@@ -66,6 +68,20 @@ second. Exits 0 when healthy, 1 otherwise.
     positionals: false,
     run: (cfg) => status(withEmbeddedEndpoints(cfg), process.stdout),
   },
+  storage: {
+    summary: 'partitions of logs: ranges, rows, size, retention; last and next drop',
+    help: `usage: logd storage [--config PATH] [--data-dir DIR]
+
+Lists the partitions of \`logs\` oldest first (with their level leaves when
+retention.by_level is set): range, logs, size on disk, and when retention
+drops them (a running logd's persister drops it at its next maintenance pass,
+once the stream holds no log received before that time). Then the totals,
+the last drop and the next.
+`,
+    flags: ['data-dir'],
+    positionals: false,
+    run: (cfg) => storage(withEmbeddedEndpoints(cfg), process.stdout),
+  },
   check: {
     summary: 'validate the configuration and connectivity, in plain words',
     help: `usage: logd check [--config PATH] [--data-dir DIR]
@@ -97,6 +113,21 @@ a second.
       if (!['create', 'list', 'revoke'].includes(action)) return usage('token');
       return token(withEmbeddedEndpoints(cfg), action, ids, flags, process.stdout, process.stderr);
     },
+  },
+  purge: {
+    summary: "delete a device's logs (all, or those created before --until)",
+    help: `usage: logd purge --device D [--until T] [--config PATH] [--data-dir DIR]
+
+Deletes the logs of device D created before T (ISO-8601, no offset = UTC, or
+epoch milliseconds), or all of its logs without --until, as DELETE /api/logs
+does: in chunks of one transaction each, the statistics rollups adjusted in
+the same transactions, then the cached reads of the device and the
+statistics invalidated. Prints how many logs were deleted. Logs of the
+device still in the stream are persisted afterwards.
+`,
+    flags: ['device', 'until', 'data-dir'],
+    positionals: false,
+    run: (cfg, _args, flags) => purgeCommand(withEmbeddedEndpoints(cfg), flags, process.stdout, process.stderr),
   },
   dlq: {
     summary: 'list or re-queue dead-letter entries (logs PostgreSQL refused)',
@@ -152,6 +183,7 @@ function intFlag(name: string, raw: string | undefined): number | undefined {
 const FLAG_TYPES = {
   config: { type: 'string' }, port: { type: 'string' }, workers: { type: 'string' }, 'data-dir': { type: 'string' },
   limit: { type: 'string' }, all: { type: 'boolean' }, name: { type: 'string' }, scope: { type: 'string' },
+  device: { type: 'string' }, until: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -195,7 +227,10 @@ export async function main(argv: string[]): Promise<number> {
       dataDir: values['data-dir'] as string | undefined,
     };
     cfg = loadConfig((values.config as string | undefined) ?? process.env.LOGD_CONFIG, process.env, overrides);
-    flags = { limit: values.limit as string | undefined, all: values.all as boolean | undefined, name: values.name as string | undefined, scope: values.scope as string | undefined };
+    flags = {
+      limit: values.limit as string | undefined, all: values.all as boolean | undefined, name: values.name as string | undefined, scope: values.scope as string | undefined,
+      device: values.device as string | undefined, until: values.until as string | undefined,
+    };
     intFlag('limit', flags.limit);
   } catch (err) {
     process.stderr.write(`logd: invalid configuration: ${(err as Error).message}\n`);

@@ -32,7 +32,7 @@ const DROP_LOCK_TIMEOUT = '2s';
 export type DropReason = 'retention' | 'budget';
 
 /** One partition, or one level leaf of it, that may expire on its own. */
-interface Unit {
+export interface Unit {
   partition: Partition;
   /** undefined: the whole partition */
   leaf?: Leaf;
@@ -41,7 +41,7 @@ interface Unit {
 }
 
 /** The units that expire on their own: a plain partition, or each leaf of a partitioned one. */
-function units(cfg: Config, partitions: Partition[]): Unit[] {
+export function units(cfg: Config, partitions: Partition[]): Unit[] {
   const out: Unit[] = [];
   for (const p of partitions) {
     if (!p.leaves.length) {
@@ -55,7 +55,7 @@ function units(cfg: Config, partitions: Partition[]): Unit[] {
 }
 
 /** When a unit expires: its end plus its retention. */
-const expiry = (u: Unit): number => u.partition.to + u.days * DAY_MS;
+export const expiry = (u: Unit): number => u.partition.to + u.days * DAY_MS;
 
 export interface DropRecord {
   partition: string;
@@ -180,27 +180,27 @@ export async function maintain(cfg: Config, now: number, streamFrom: number | un
   const client = db ?? new pg.Client(pgConfig(cfg));
   if (!db) await client.connect();
   try {
-    const before = await listPartitions(client);
     // this hour and the next day (at least past ingest.max_future_s)
     const ahead = Math.max(DAY_MS, cfg.ingest.max_future_s * 1000 + cfg.storage.partition_hours * HOUR_MS);
     const times: number[] = [];
     for (let t = Math.floor(now / HOUR_MS) * HOUR_MS; t <= now + ahead; t += HOUR_MS) times.push(t);
-    let partitions = await createPartitions(client, cfg, times);
-    const created = partitions.length - before.length;
+    const made = await createPartitions(client, cfg, times);
+    let { partitions } = made;
     const dropped: DropRecord[] = [];
     const { rows } = await client.query<{ got: boolean }>('SELECT pg_try_advisory_lock($1) AS got', [DROP_LOCK]);
     if (rows[0].got) {
       try {
         const safeBefore = Math.min(now, streamFrom ?? now);
         dropped.push(...await dropExpired(client, cfg, partitions, safeBefore));
-        if (dropped.length) partitions = await listPartitions(client);
+        // sizes as they are now (partitions made in this pass were listed empty)
+        partitions = await listPartitions(client);
         dropped.push(...await dropOverBudget(client, cfg, partitions, now));
         if (dropped.length) partitions = await listPartitions(client);
       } finally {
         await client.query('SELECT pg_advisory_unlock($1)', [DROP_LOCK]);
       }
     }
-    return { created, dropped, state: await storageState(client, cfg, now, partitions) };
+    return { created: made.created, dropped, state: await storageState(client, cfg, now, partitions) };
   } finally {
     if (!db) await client.end();
   }

@@ -95,27 +95,35 @@ async function create(client: pg.ClientBase, cfg: Config, existing: Partition[],
   return { name, from, to, leaves, bytes: 0 };
 }
 
-/**
- * Creates the partitions holding these epoch ms times, inside the caller's
- * transaction; returns every partition as it then is.
- */
-export async function createPartitionsInTransaction(client: pg.ClientBase, cfg: Config, times: number[]): Promise<Partition[]> {
+/** Every partition after a creation, and how many of them it made. */
+export interface Created {
+  partitions: Partition[];
+  created: number;
+}
+
+/** Creates the partitions holding these epoch ms times, inside the caller's transaction. */
+export async function createPartitionsInTransaction(client: pg.ClientBase, cfg: Config, times: number[]): Promise<Created> {
   await client.query('SELECT pg_advisory_xact_lock($1)', [CREATE_LOCK]);
-  const all = await listPartitions(client);
+  const partitions = await listPartitions(client);
+  let created = 0;
   for (const t of [...times].sort((a, b) => a - b)) {
-    const made = await create(client, cfg, all, t);
-    if (made) all.push(made);
+    const made = await create(client, cfg, partitions, t);
+    if (made) {
+      partitions.push(made);
+      created++;
+    }
   }
-  return all.sort((a, b) => a.from - b.from);
+  partitions.sort((a, b) => a.from - b.from);
+  return { partitions, created };
 }
 
 /** createPartitionsInTransaction in a transaction of its own. */
-export async function createPartitions(client: pg.ClientBase, cfg: Config, times: number[]): Promise<Partition[]> {
+export async function createPartitions(client: pg.ClientBase, cfg: Config, times: number[]): Promise<Created> {
   await client.query('BEGIN');
   try {
-    const all = await createPartitionsInTransaction(client, cfg, times);
+    const made = await createPartitionsInTransaction(client, cfg, times);
     await client.query('COMMIT');
-    return all;
+    return made;
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
@@ -141,6 +149,6 @@ export class Partitions {
   async ensure(client: pg.ClientBase, times: number[]): Promise<void> {
     const missing = times.filter((t) => !this.covers(t));
     if (!missing.length) return;
-    this.known = (await createPartitions(client, this.cfg, missing)).map(({ from, to }) => ({ from, to }));
+    this.known = (await createPartitions(client, this.cfg, missing)).partitions.map(({ from, to }) => ({ from, to }));
   }
 }
