@@ -46,6 +46,8 @@ t.test('sources: flags > LOGD_* > reference env > file > defaults', async (t) =>
   t.equal(loadConfig(file, { LOGD_SERVER_PORT: '7001' }, { port: 7002 }).server.port, 7002, 'flags beat everything');
   const ref = loadConfig(undefined, { POSTGRES_USER: 'u', POSTGRES_PASSWORD: 'p', POSTGRES_DB: 'd', REDIS_HOST: 'r', REDIS_PORT: '6380' });
   t.same([ref.postgres.user, ref.postgres.password, ref.postgres.database, ref.redis.host, ref.redis.port], ['u', 'p', 'd', 'r', 6380]);
+  t.same(loadConfig(tmpToml('[retention]\nby_level = { DEBUG = 3, ERROR = 90 }\n'), {}).retention.by_level, { DEBUG: 3, ERROR: 90 }, 'a per-level table from the file');
+  t.same(loadConfig(undefined, { LOGD_RETENTION_BY_LEVEL: 'debug=3, ERROR = 90' }).retention.by_level, { DEBUG: 3, ERROR: 90 }, 'and from LEVEL=N pairs in the environment');
 });
 
 t.test('bad values fail with a message naming the key', async (t) => {
@@ -58,6 +60,11 @@ t.test('bad values fail with a message naming the key', async (t) => {
     ['bad enum', () => loadConfig(undefined, { LOGD_LOG_LEVEL: 'loud' }), /log\.level must be equal to one of the allowed values/],
     ['bad TOML', () => loadConfig(tmpToml('[server\n'), {}), /not valid TOML/],
     ['missing file', () => loadConfig('/nonexistent/logd.toml', {}), /cannot read config file/],
+    ['unknown level in by_level', () => loadConfig(tmpToml('[retention]\nby_level = { LOUD = 3 }\n'), {}), /retention\.by_level\.LOUD is not a known option/],
+    ['retention of 0 days', () => loadConfig(tmpToml('[retention]\nby_level = { DEBUG = 0 }\n'), {}), /retention\.by_level\.DEBUG must be >= 1/],
+    ['by_level from env, malformed', () => loadConfig(undefined, { LOGD_RETENTION_BY_LEVEL: 'DEBUG:3' }), /LOGD_RETENTION_BY_LEVEL \(retention\.by_level\) must be LEVEL=N pairs/],
+    ['partition wider than a day', () => loadConfig(undefined, { LOGD_STORAGE_PARTITION_HOURS: '48' }), /storage\.partition_hours must be <= 24/],
+    ['negative disk budget', () => loadConfig(undefined, { LOGD_RETENTION_MAX_BYTES: '-1' }), /retention\.max_bytes must be >= 0/],
   ];
   for (const [name, fn, msg] of cases) t.throws(fn, { code: 'LOGD_CONFIG_INVALID', message: msg }, name);
 });

@@ -37,5 +37,8 @@ t.test('metrics', async (t) => {
   t.ok((sample(body, 'logd_persister_batch_rows_count') ?? 0) >= 1, 'batch size histogram');
   t.ok((sample(body, 'logd_persister_batch_duration_seconds_count') ?? 0) >= 1, 'batch duration histogram');
   t.equal(sample(body, 'logd_dead_lettered_total'), 0);
+  t.ok((sample(body, 'logd_storage_partitions') ?? 0) >= 2, 'storage: the partitions of today and tomorrow');
+  t.ok((sample(body, 'logd_storage_bytes') ?? 0) > 0, 'storage: their size');
+  t.ok((sample(body, 'logd_storage_next_drop_timestamp_seconds') ?? 0) > Date.now() / 1000, 'storage: the next drop, in the future');
   t.ok((sample(body, 'logd_process_resident_memory_bytes') ?? 0) > 0, 'process metrics');
 });

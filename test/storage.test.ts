@@ -154,6 +154,24 @@ t.test('the disk budget drops the oldest partitions, never the current one, and 
   await assertRollupsExact(t, await pgOf(server, 'budget'), 'after budget drops');
 });
 
+t.test('a running logd drops by the disk budget and /health says degraded', async (t) => {
+  const redis = await startRedis();
+  const server = await startPostgres();
+  const logd = await startLogd({ redis, pg: server, env: { LOGD_RETENTION_DAYS: '30', LOGD_RETENTION_MAX_BYTES: '1', LOGD_STORAGE_MAINTENANCE_INTERVAL_S: '1' } });
+  t.teardown(() => logd.stop());
+  const old = new Date(Date.now() - 2 * DAY_MS).toISOString();
+  t.equal((await postJson(`${logd.url}/api/log`, { device_id: 'b', log_level: 'INFO', message: 'two days old', timestamp: old })).status, 200);
+  const health = await waitFor('/health to name the disk budget', async () => {
+    const h = await request(`${logd.url}/health`);
+    return h.status === 503 && (h.body as { reasons: string[] }).reasons.some((r) => /^disk budget: retention\.max_bytes \(1 bytes\) dropped logs_/.test(r)) ? h : undefined;
+  }, 30_000);
+  t.equal((health.body as { status: string }).status, 'degraded');
+  const [drop] = await server.query<{ reason: string; rows: string }>("SELECT reason, rows::text FROM logd_partition_drops WHERE reason = 'budget' AND rows > 0");
+  t.same(drop, { reason: 'budget', rows: '1' }, 'the two-day-old log went with its partition');
+  const stats = await request(`${logd.url}/api/stats`);
+  t.equal((stats.body as { total_logs: number }).total_logs, Number((await server.query<{ n: string }>('SELECT count(*) AS n FROM logs'))[0].n), 'stats follow');
+});
+
 t.test('the door refuses timestamps outside the accepted window with 422 naming timestamp', async (t) => {
   const redis = await startRedis();
   const server = await startPostgres();

@@ -26,7 +26,7 @@ export const logEntrySchema = {
       description: `structured context, stored as JSONB (at most ${MAX_LOG_DATA_DEPTH} levels deep); default {}`,
     },
     timestamp: {
-      description: 'event time: ISO-8601 (no offset = UTC) or epoch milliseconds; default: receive time',
+      description: 'event time: ISO-8601 (no offset = UTC) or epoch milliseconds; default: receive time. Refused (422, type timestamp_out_of_window) when older than the level\'s retention (retention.days, retention.by_level) or more than ingest.max_future_s ahead',
       anyOf: [
         { type: 'string', minLength: 10, maxLength: 40 },
         { type: 'integer', minimum: 0, maximum: MAX_EPOCH_MS },

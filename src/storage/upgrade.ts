@@ -7,7 +7,11 @@
  *    without created_at gets its indexed_at (a partition key cannot be
  *    NULL) and is added to the hourly and daily rollups, which skipped it.
  * 2. The boundary B is the start of the next hour: rows at or after it
- *    (future timestamps, which older logd accepted) move to new partitions.
+ *    (future timestamps, which older logd accepted) move to new partitions,
+ *    made once logs_legacy is attached so that they start at B (a partition
+ *    of storage.partition_hours made before would overlap its range); they
+ *    wait in a temporary table meanwhile. The partitions of the day after B
+ *    are made with them.
  * 3. A CHECK (created_at IS NOT NULL AND created_at < B), validated, lets
  *    SET NOT NULL and ATTACH PARTITION ... FROM (MINVALUE) TO (B) skip their
  *    scans, and the legacy indexes match the partitioned ones, so they are
@@ -19,7 +23,7 @@
  */
 import type pg from 'pg';
 import type { Config } from '../config';
-import { HOUR_MS } from './layout';
+import { DAY_MS, HOUR_MS } from './layout';
 import { createPartitionsInTransaction } from './partitions';
 
 export const LEGACY = 'logs_legacy';
@@ -56,19 +60,19 @@ export async function upgradeLegacy(db: pg.ClientBase, cfg: Config, schemaSql: s
     await db.query('ALTER TABLE logs ALTER COLUMN created_at SET NOT NULL');
     // the sequence must outlive the legacy partition, which retention drops one day
     await db.query('ALTER SEQUENCE logs_id_seq OWNED BY logs.id');
-    const { rows: future } = await db.query<{ t: Date }>(
-      `SELECT DISTINCT date_trunc('hour', created_at, 'UTC') AS t FROM ${LEGACY} WHERE created_at >= $1`, [boundary]);
-    let moved = 0;
-    if (future.length) {
-      await createPartitionsInTransaction(db, cfg, future.map((r) => r.t.getTime()));
-      const { rowCount } = await db.query(
-        `WITH gone AS (DELETE FROM ${LEGACY} WHERE created_at >= $1 RETURNING *) INSERT INTO logs SELECT * FROM gone`, [boundary]);
-      moved = rowCount ?? 0;
-    }
+    await db.query(`CREATE TEMP TABLE logd_upgrade_future (LIKE ${LEGACY}) ON COMMIT DROP`);
+    const { rowCount } = await db.query(
+      `WITH gone AS (DELETE FROM ${LEGACY} WHERE created_at >= $1 RETURNING *) INSERT INTO logd_upgrade_future SELECT * FROM gone`, [boundary]);
     await db.query(`ALTER TABLE ${LEGACY} ADD CONSTRAINT ${LEGACY}_range CHECK (created_at IS NOT NULL AND created_at < '${boundary}') NOT VALID`);
     await db.query(`ALTER TABLE ${LEGACY} VALIDATE CONSTRAINT ${LEGACY}_range`);
     await db.query(`ALTER TABLE ${LEGACY} ALTER COLUMN created_at SET NOT NULL`);
     await db.query(`ALTER TABLE logs ATTACH PARTITION ${LEGACY} FOR VALUES FROM (MINVALUE) TO ('${boundary}')`);
+    const { rows: future } = await db.query<{ t: Date }>("SELECT DISTINCT date_trunc('hour', created_at, 'UTC') AS t FROM logd_upgrade_future");
+    // the day after B too: a logd of the previous version, serving until its restart, keeps loading into `logs`
+    const nextDay = Array.from({ length: DAY_MS / HOUR_MS }, (_, i) => Date.parse(boundary) + i * HOUR_MS);
+    await createPartitionsInTransaction(db, cfg, [...future.map((r) => r.t.getTime()), ...nextDay]);
+    const moved = rowCount ?? 0;
+    if (moved) await db.query('INSERT INTO logs SELECT * FROM logd_upgrade_future');
     await db.query(schemaSql);
     await db.query('COMMIT');
     return moved;
