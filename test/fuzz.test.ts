@@ -16,7 +16,7 @@ import { cleanupAll, startPostgres, startRedis } from './helpers/services';
 import { childPids, startLogd } from './helpers/logd';
 import { alive, prng, stopLogd, testRedis, testSeed, waitDrained } from './helpers/faults';
 import {
-  CODES_BY_STATUS, Generator, KINDS, checkErrorAnswer, collect, connect, int, parseResponse, pick, send, sleep,
+  CODES_BY_STATUS, FUZZ_WINDOW, Generator, KINDS, checkErrorAnswer, collect, connect, int, parseResponse, pick, send, sleep,
   type Case, type ExpectedLog, type Outcome, type RawResult, type Rnd,
 } from './helpers/fuzz';
 
@@ -77,6 +77,8 @@ t.test('fuzz the ingest endpoints', async (t) => {
       LOGD_SERVER_BODY_LIMIT_SINGLE: String(LIMITS.single),
       LOGD_SERVER_BODY_LIMIT_BATCH: String(LIMITS.batch),
       LOGD_PERSISTER_RETRY_MAX_BACKOFF_MS: '500',
+      LOGD_RETENTION_DAYS: String(FUZZ_WINDOW.days),
+      LOGD_INGEST_MAX_FUTURE_S: String(FUZZ_WINDOW.futureS),
     },
   });
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
@@ -92,14 +94,15 @@ t.test('fuzz the ingest endpoints', async (t) => {
   const persisters = logd.children('persister');
   t.equal(workers.length, 2, 'two HTTP workers');
 
-  const gen = new Generator(rnd, prefix, LIMITS);
+  const now = Date.now();
+  const gen = new Generator(rnd, prefix, LIMITS, now);
   // LOGD_FUZZ_SKIP=<regexp of kinds>: a debugging aid to look past a known failure; a run with it set fails.
   const skipEnv = process.env.LOGD_FUZZ_SKIP;
   const skip = skipEnv ? new RegExp(skipEnv) : undefined;
   if (skip) t.comment(`skipping kinds matching ${skip}`);
   const cases: Case[] = Array.from({ length: CASES }, () => gen.next(skip));
   // The seed alone decides the requests: a second generator from it makes the same ones, so a failing run replays.
-  const replay = new Generator(prng(seed), prefix, LIMITS);
+  const replay = new Generator(prng(seed), prefix, LIMITS, now);
   const replayed = digest((function* () { for (let i = 0; i < CASES; i++) yield replay.next(skip); })());
   const failures: Failure[] = [];
   const accepted: ExpectedLog[] = [];

@@ -123,7 +123,7 @@ export const KINDS = [
   'valid', 'valid-batch', 'valid-edge', 'ambiguous-duplicate-key', 'ambiguous-proto', 'random-bytes', 'random-json',
   'truncated-json', 'wrong-type', 'missing-field', 'empty-string', 'too-long', 'too-deep', 'very-deep', 'nul-escape',
   'nul-raw', 'lone-surrogate', 'invalid-utf8', 'unknown-field', 'batch-shape', 'batch-1001', 'batch-one-bad', 'oversized',
-  'content-type', 'wrong-method', 'unknown-path',
+  'content-type', 'wrong-method', 'unknown-path', 'out-of-window',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 
@@ -132,13 +132,20 @@ export interface FuzzLimits {
   batch: number;
 }
 
+const DAY_MS = 86_400_000;
+
+/** The accepted window the fuzzed logd runs with (test/fuzz.test.ts): retention.days and ingest.max_future_s. */
+export const FUZZ_WINDOW = { days: 30, futureS: 3600 };
+
 export class Generator {
   private n = 0;
 
+  /** `now`: the clock the accepted window is relative to (timestamps are drawn well inside or outside it) */
   constructor(
     private readonly rnd: Rnd,
     private readonly prefix: string,
     private readonly limits: FuzzLimits,
+    private readonly now: number,
   ) {}
 
   /** A unique message with `extra` random code points after the prefix (5000 code points at most). */
@@ -158,9 +165,11 @@ export class Generator {
     };
     if (opts.data ?? chance(rnd, 0.6)) entry.log_data = chance(rnd, 0.1) ? nested(int(rnd, 1, 20), 'x', chance(rnd, 0.5)) : randomObject(rnd, int(rnd, 1, 6));
     if (chance(rnd, 0.3)) {
+      // a day's margin at each end of the window (an offset moves the time by up to 2 h)
+      const at = int(rnd, this.now - (FUZZ_WINDOW.days - 1) * DAY_MS, this.now + FUZZ_WINDOW.futureS * 1000 / 2);
       entry.timestamp = chance(rnd, 0.5)
-        ? int(rnd, 0, 4102444800000)
-        : new Date(int(rnd, 0, 4102444800000)).toISOString().replace(/\.\d+Z$/, pick(rnd, ['Z', '.5Z', '.123456Z', '+02:00', '']));
+        ? at
+        : new Date(at).toISOString().replace(/\.\d+Z$/, pick(rnd, ['Z', '.5Z', '.123456Z', '+02:00', '']));
     }
     // log_data as PostgreSQL will hand it back: JSON round trip (-0 becomes 0, etc.)
     const log: ExpectedLog = {
@@ -236,7 +245,12 @@ export class Generator {
     if (variant === 0) entry.device_id = log.device_id = chance(rnd, 0.5) ? 'd'.repeat(50) : randomText(rnd, 50, true);
     if (variant === 1) entry.message = log.message = this.message(5000, true); // exactly 5000 code points
     if (variant === 2) { entry.log_data = nested(30, 'leaf', chance(rnd, 0.5)); log.log_data = entry.log_data; }
-    if (variant === 3) { entry.log_data = {}; log.log_data = {}; entry.timestamp = pick(rnd, [0, 253402300799999, '9999-12-31T23:59:59Z', '0001-01-01T00:00:00Z', '2024-02-29T12:00:00Z']); }
+    if (variant === 3) {
+      entry.log_data = {};
+      log.log_data = {};
+      // ten minutes inside each end of the window
+      entry.timestamp = pick(rnd, [this.now - FUZZ_WINDOW.days * DAY_MS + 600_000, new Date(this.now + FUZZ_WINDOW.futureS * 1000 - 600_000).toISOString()]);
+    }
     return this.post('valid-edge', '/api/log', JSON.stringify(entry), [200], { logs: [log] });
   }
 
@@ -274,6 +288,13 @@ export class Generator {
     // cut on a byte boundary: may also split a UTF-8 sequence (then 400 INVALID_UTF8)
     const cut = buf.subarray(0, int(rnd, 0, buf.length - 1));
     return this.post('truncated-json', single ? '/api/log' : '/api/logs/batch', cut, [400]);
+  }
+
+  /** Real date-times outside the accepted window: the year 1 and 9999, just past each end, epoch 0. */
+  outOfWindow(): Case {
+    const value = pick(this.rnd, [0, 253402300799999, '9999-12-31T23:59:59Z', '0001-01-01T00:00:00Z',
+      this.now - (FUZZ_WINDOW.days + 1) * DAY_MS, new Date(this.now + 2 * FUZZ_WINDOW.futureS * 1000).toISOString()]);
+    return this.mutated('out-of-window', (e) => { e.timestamp = value; });
   }
 
   wrongType(): Case {
@@ -462,6 +483,7 @@ export class Generator {
       [3, () => this.randomJsonValue()],
       [8, () => this.truncated()],
       [10, () => this.wrongType()],
+      [2, () => this.outOfWindow()],
       [3, () => this.missing()],
       [4, () => this.emptyOrLong()],
       [4, () => this.deep()],
