@@ -51,7 +51,9 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
       log.warn({ err }, 'storage maintenance failed; will retry');
     }
   };
+  let stopping = false;
   const scheduleMaintenance = (): void => {
+    if (stopping) return;
     maintenanceTimer = setTimeout(() => {
       maintaining = runMaintenance().finally(scheduleMaintenance);
     }, cfg.storage.maintenance_interval_s * 1000);
@@ -59,10 +61,10 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   return {
     async start() {
       await Promise.all([reader.connect(), redis.connect()]);
-      await runMaintenance();
-      scheduleMaintenance();
       publish();
       timer = setInterval(publish, HEARTBEAT_MS);
+      // not awaited: the persister makes the partitions its batches need itself
+      maintaining = runMaintenance().finally(scheduleMaintenance);
       done = persister.run().catch((err) => {
         log.fatal({ err }, 'persister failed');
         process.exit(1);
@@ -70,6 +72,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
     },
     async stop() {
       persister.stop();
+      stopping = true;
       clearTimeout(maintenanceTimer);
       await Promise.all([done, maintaining]);
       clearInterval(timer);

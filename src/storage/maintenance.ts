@@ -180,10 +180,9 @@ export async function maintain(cfg: Config, now: number, streamFrom: number | un
   const client = db ?? new pg.Client(pgConfig(cfg));
   if (!db) await client.connect();
   try {
-    // this hour and the next day (at least past ingest.max_future_s)
-    const ahead = Math.max(DAY_MS, cfg.ingest.max_future_s * 1000 + cfg.storage.partition_hours * HOUR_MS);
+    // this hour to a day ahead; any other time gets its partition when a log needs it (Partitions.ensure)
     const times: number[] = [];
-    for (let t = Math.floor(now / HOUR_MS) * HOUR_MS; t <= now + ahead; t += HOUR_MS) times.push(t);
+    for (let t = Math.floor(now / HOUR_MS) * HOUR_MS; t <= now + DAY_MS; t += HOUR_MS) times.push(t);
     const made = await createPartitions(client, cfg, times);
     let { partitions } = made;
     const dropped: DropRecord[] = [];
