@@ -61,8 +61,9 @@ one). Every statement is idempotent; \`logd serve\` does the same at start.
     help: `usage: logd status [--config PATH] [--data-dir DIR]
 
 Prints the health of Redis and PostgreSQL, the backlog of logs not yet
-persisted, the dead-letter count, and each live persister's rate over one
-second. Exits 0 when healthy, 1 otherwise.
+persisted, the dead-letter count, each live persister's rate over one
+second, and the storage totals with the last and next partition drop
+(\`logd storage\` lists the partitions). Exits 0 when healthy, 1 otherwise.
 `,
     flags: ['data-dir'],
     positionals: false,
@@ -103,9 +104,9 @@ one line per finding; exits 0 when all is good, 1 otherwise.
 Once any active token exists, every route but /health and the API docs needs
 \`Authorization: Bearer <token>\` with the route's scope: ingest (POST
 /api/log, /api/logs/batch), read (GET /api/logs..., /api/stats), admin
-(everything, /metrics). \`create\` prints the token once; only its SHA-256
-hash is stored (Redis hash logd:tokens). Revocation takes effect within about
-a second.
+(everything, /metrics, DELETE /api/logs). \`create\` prints the token once;
+only its SHA-256 hash is stored (Redis hash logd:tokens). Revocation takes
+effect within about a second.
 `,
     flags: ['name', 'scope', 'data-dir'],
     positionals: true,

@@ -73,6 +73,17 @@ export const statsQuerySchema = {
   },
 } as const;
 
+export const purgeQuerySchema = {
+  $id: 'PurgeLogsQuery',
+  type: 'object',
+  additionalProperties: false,
+  required: ['device_id'],
+  properties: {
+    device_id: { ...deviceIdParamSchema, description: 'the device whose logs to delete' },
+    until: time("delete only logs created before this time; without it, all of the device's logs"),
+  },
+} as const;
+
 // ---------------------------------------------------------------------------
 // answers
 
@@ -126,5 +137,15 @@ export const statsAnswerSchema = {
       items: { type: 'object', required: ['device_id', 'count'], properties: { device_id: { type: 'string' }, count: { type: 'integer' } } },
       description: 'recent_devices with their counts',
     },
+  },
+} as const;
+
+export const purgeAnswerSchema = {
+  type: 'object',
+  required: ['device_id', 'until', 'deleted'],
+  properties: {
+    device_id: { type: 'string' },
+    until: { type: ['string', 'null'], description: 'the until parameter as given; null: every log of the device' },
+    deleted: { type: 'integer', description: 'logs deleted (0 when the device had none)' },
   },
 } as const;

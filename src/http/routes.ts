@@ -16,7 +16,10 @@ import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
 import { asset, REDOC_CSP, REDOC_PAGE, SWAGGER_CSP, SWAGGER_PAGE } from './docs';
 import { openApiDocument } from './openapi';
-import { deviceLogsAnswerSchema, deviceLogsQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema } from './query-schemas';
+import { purgeLogsRoute } from './purge';
+import {
+  deviceLogsAnswerSchema, deviceLogsQuerySchema, purgeAnswerSchema, purgeQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema,
+} from './query-schemas';
 import { getDeviceLogs, getStats, searchLogsRoute } from './read';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
 import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas';
@@ -36,7 +39,7 @@ export interface Context {
 export type Scope = 'ingest' | 'read' | 'admin' | 'public';
 
 export interface Route {
-  method: 'get' | 'post';
+  method: 'get' | 'post' | 'delete';
   /** uWS pattern: `:name` is a path parameter */
   path: string;
   scope: Scope;
@@ -101,6 +104,17 @@ export const ROUTES: Route[] = [
     ok: { description: 'one page of logs', schema: searchAnswerSchema },
     errors: READ_ERRORS,
     handle: searchLogsRoute,
+  },
+  {
+    method: 'delete', path: '/api/logs', scope: 'admin',
+    summary: "Delete a device's logs",
+    description: 'Deletes the logs of device_id created before until (all of them without it) in chunks of one transaction each, '
+      + 'takes them out of the statistics rollups in the same transactions, and invalidates the cached reads of the device and the statistics. '
+      + 'A device with no logs answers deleted 0. Logs of the device still in the stream are persisted afterwards.',
+    query: purgeQuerySchema,
+    ok: { description: 'the logs are deleted', schema: purgeAnswerSchema },
+    errors: [...READ_ERRORS, 'LOGD_QUEUE_UNAVAILABLE'],
+    handle: purgeLogsRoute,
   },
   {
     method: 'get', path: '/api/stats', scope: 'read',

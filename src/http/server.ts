@@ -88,7 +88,7 @@ export function startServer(ctx: Context): Promise<Server> {
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
     const allowed = methods.get(r.path) ?? [];
-    app[r.method](r.path, handler(r, false));
+    app[r.method === 'delete' ? 'del' : r.method](r.path, handler(r, false));
     allowed.push(r.method.toUpperCase());
     if (r.method === 'get') {
       app.head(r.path, handler(r, true));

@@ -54,11 +54,17 @@ export class ReadPool {
     try {
       return (await this.pool.query<Row>({ text, values, rowMode: 'array' })).rows;
     } catch (err) {
-      if ((err as Error).message === POOL_EXHAUSTED) throw new LogdError('LOGD_BUSY', this.busy, { cause: err });
-      // 57014: cancelled by the pool's statement_timeout.
-      if ((err as { code?: unknown }).code === '57014') throw new LogdError('LOGD_QUERY_TIMEOUT', this.timedOut, { cause: err });
-      throw new LogdError(unavailable(err) ? 'LOGD_DATABASE_UNAVAILABLE' : 'LOGD_INTERNAL', undefined, { cause: err });
+      throw this.failure(err);
     }
+  }
+
+  /** What a failure of this pool (a connection, a statement) tells the client. */
+  failure(err: unknown): LogdError {
+    if (err instanceof LogdError) return err;
+    if ((err as Error).message === POOL_EXHAUSTED) return new LogdError('LOGD_BUSY', this.busy, { cause: err });
+    // 57014: cancelled by the pool's statement_timeout.
+    if ((err as { code?: unknown }).code === '57014') return new LogdError('LOGD_QUERY_TIMEOUT', this.timedOut, { cause: err });
+    return new LogdError(unavailable(err) ? 'LOGD_DATABASE_UNAVAILABLE' : 'LOGD_INTERNAL', undefined, { cause: err });
   }
 }
 

@@ -12,6 +12,7 @@ export const SQL = {
   findIngested: sql('find-ingested'),
   listPartitions: sql('list-partitions'),
   pruneIngested: sql('prune-ingested'),
+  purgeChunk: sql('purge-chunk'),
   removeEmptyCounts: sql('remove-empty-counts'),
   searchLogs: sql('search-logs'),
   stats: sql('stats'),
