@@ -8,7 +8,9 @@ import pg from 'pg';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
+import { loadConfig } from '../src/config';
 import { SQL } from '../src/sql';
+import { createPartitions } from '../src/storage/partitions';
 import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
 import { postJson, request, ROOT, startLogd, waitRows, type Reply } from './helpers/logd';
 
@@ -295,11 +297,17 @@ t.test('read path', async (t) => {
     await c.connect();
     t.teardown(() => c.end());
     await c.query(readFileSync(path.join(ROOT, 'schema.sql'), 'utf8'));
+    // the rows span 2026-01-01 to 2026-01-03: their daily partitions first
+    await createPartitions(c, loadConfig(undefined, {}), [0, 1, 2].map((d) => Date.UTC(2026, 0, 1 + d)));
     await c.query(`INSERT INTO logs (device_id, log_level, message, log_data, created_at)
       SELECT 'dev-' || (i % 500), (ARRAY['DEBUG','INFO','WARNING','ERROR','CRITICAL'])[1 + i % 5], 'message ' || i,
         jsonb_build_object('i', i), timestamptz '2026-01-01' + i * interval '1 second'
       FROM generate_series(1, 200000) i`);
     await c.query('VACUUM ANALYZE logs');
+    // plans name each partition and its own index: map those to the index of logs they belong to
+    const { rows: owned } = await c.query<{ child: string; parent: string }>(`SELECT c.relname AS child, p.relname AS parent FROM pg_inherits i
+      JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname IN ('logs_device_created_idx', 'logs_created_idx')`);
+    const indexOf = new Map(owned.map((r) => [r.child, r.parent]));
     const nodes = async (sql: string, params: unknown[]): Promise<Record<string, string>[]> => {
       const { rows } = await c.query(`EXPLAIN (FORMAT JSON) ${sql}`, params);
       const out: Record<string, string>[] = [];
@@ -324,9 +332,9 @@ t.test('read path', async (t) => {
     ];
     for (const [name, sql, params, index] of cases) {
       const plan = await nodes(sql, params);
-      const onLogs = plan.filter((n) => n['Relation Name'] === 'logs');
-      t.notOk(onLogs.some((n) => n['Node Type'] === 'Seq Scan'), `${name}: no Seq Scan on logs`);
-      if (index) t.ok(onLogs.some((n) => n['Index Name'] === index), `${name}: uses ${index} (${onLogs.map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`).join(', ')})`);
+      const onLogs = plan.filter((n) => /^logs_2026/.test(n['Relation Name'] ?? '') || indexOf.has(n['Index Name']));
+      t.notOk(onLogs.some((n) => n['Node Type'] === 'Seq Scan'), `${name}: no Seq Scan on a partition of logs`);
+      if (index) t.ok(onLogs.some((n) => indexOf.get(n['Index Name']) === index), `${name}: uses ${index} (${onLogs.map((n) => `${n['Node Type']} ${n['Index Name'] ?? ''}`).join(', ')})`);
       else t.equal(onLogs.length, 0, `${name}: does not read logs at all`);
     }
 
