@@ -82,7 +82,8 @@ function olderDataDir(dataDir: string): void {
       execFileSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', cluster, '-U', 'logd', '-d', database], { input: text, stdio: ['pipe', 'pipe', 'pipe'] });
     };
     sql('postgres', 'CREATE DATABASE logd');
-    sql('logd', `${readFileSync(path.join(ROOT, 'schema.sql'), 'utf8')}
+    // the schema of the release before partitioning: logd upgrades it at start
+    sql('logd', `${readFileSync(path.join(ROOT, 'test', 'fixtures', 'schema-unpartitioned.sql'), 'utf8')}
 INSERT INTO logs (device_id, log_level, message) VALUES ('sec', 'INFO', 'stored by an older logd');`);
   } finally {
     execFileSync(path.join(PG_BIN, 'pg_ctl'), ['stop', '-w', '-m', 'fast', '-D', cluster], as);
