@@ -3,7 +3,7 @@
  * after mixed ingest (devices, levels, timestamps, batch sizes, concurrent
  * clients), after frames without a summary, a refused frame in a batch, a
  * replayed dead letter, and a redelivery of a committed frame (no double
- * counting); and ?since= windows exact to the microsecond.
+ * counting); and ?since= windows of hours and of days exact to the microsecond.
  */
 import Redis from 'ioredis';
 import pg from 'pg';
@@ -59,6 +59,10 @@ t.test('statistics', async (t) => {
         "SELECT date_trunc('hour', created_at, 'UTC') || ' ' || log_level AS k, count(*)::int AS n FROM logs GROUP BY 1 ORDER BY 1"],
       ['hourly by device', "SELECT bucket || ' ' || device_id AS k, n::int FROM logd_hourly_by_device ORDER BY 1",
         "SELECT date_trunc('hour', created_at, 'UTC') || ' ' || device_id AS k, count(*)::int AS n FROM logs GROUP BY 1 ORDER BY 1"],
+      ['daily by level', "SELECT day || ' ' || log_level AS k, n::int FROM logd_daily_by_level ORDER BY 1",
+        "SELECT date_trunc('day', created_at, 'UTC') || ' ' || log_level AS k, count(*)::int AS n FROM logs GROUP BY 1 ORDER BY 1"],
+      ['daily by device', "SELECT day || ' ' || device_id AS k, n::int FROM logd_daily_by_device ORDER BY 1",
+        "SELECT date_trunc('day', created_at, 'UTC') || ' ' || device_id AS k, count(*)::int AS n FROM logs GROUP BY 1 ORDER BY 1"],
     ];
     for (const [name, rollup, truth] of pairs) t.same(await db.query(rollup), await db.query(truth), `${when}: rollup ${name} = GROUP BY over logs`);
   };
@@ -110,6 +114,47 @@ t.test('statistics', async (t) => {
     }
     const r = await get(`/api/stats?since=${encodeURIComponent('2026-03-01T05:59:59.999999+05:30')}`);
     t.equal(r.body.since, '2026-03-01T05:59:59.999999+05:30', 'the answer names its window');
+  });
+
+  await t.test('windows over several days: stats?since= = COUNT(*)', async (t) => {
+    const rand = prng(20260224);
+    const now = Date.now();
+    const midnight = Math.floor(now / 86_400_000) * 86_400_000;
+    // The eight days before DAY and the last four days (windows of a few days
+    // read their days forward; windows of most days subtract the days before them
+    // from the all-time counts), and logs on the edges the windows start at.
+    const edges = ['2026-02-20T00:00:00Z', '2026-02-23T00:00:00Z', '2026-02-22T23:59:59.999999Z', '2026-02-24T13:17:42.123456Z',
+      '2026-02-24T13:17:42.123455Z', '2026-02-26T04:00:00Z', '2026-02-27T21:50:00Z', new Date(midnight - 2 * 86_400_000).toISOString()];
+    const spread = (from: number, days: number): string => new Date(from + Math.floor(rand() * days * 86_400_000)).toISOString();
+    const logs = [
+      ...edges.map((at, i) => ({ device_id: `edge-${i % 3}`, log_level: LEVELS[i % 5], message: `edge ${at}`, timestamp: at })),
+      ...Array.from({ length: 992 }, (_, i) => ({
+        device_id: `days-${Math.floor(1 / (rand() + 1 / 14))}`,
+        log_level: LEVELS[Math.floor(rand() * rand() * 5)],
+        message: `d ${i}`,
+        timestamp: i % 2 ? spread(Date.UTC(2026, 1, 20), 8) : spread(now - 4 * 86_400_000, 4),
+      })),
+    ];
+    const r = await postJson(`${logd.url}/api/logs/batch`, { logs });
+    t.equal(r.status, 200, r.text.slice(0, 200));
+    await waitRows(db, logs.length, "device_id LIKE 'days-%' OR device_id LIKE 'edge-%'");
+    await rollupsMatch(t, 'after logs over several days');
+    // Inside a day near its start and near its end, inside an hour near its start and near its end,
+    // on a log and a microsecond after it, at midnight, on an hour, before the first log, in the future.
+    for (const since of ['2026-02-24T13:17:42.123456Z', '2026-02-24T13:17:42.123457Z', '2026-02-21T02:10:00Z', '2026-02-27T21:50:00Z',
+      '2026-02-25T18:45:30.5Z', '2026-02-23T00:00:00Z', '2026-02-26T04:00:00Z', '2026-02-20T00:00:00Z',
+      new Date(now - 2.5 * 86_400_000 + 1234).toISOString(), new Date(now - 3 * 86_400_000 - 10 * 60_000).toISOString(),
+      new Date(midnight - 2 * 86_400_000).toISOString(), new Date(midnight - 86_400_000 + 3 * 3_600_000).toISOString(),
+      '1970-01-01T00:00:00Z', '2100-01-01T00:00:00Z']) {
+      await statsMatch(t, since);
+    }
+    // One log 300 days ahead: windows starting before the middle of the days
+    // stored now subtract the days before them from the all-time counts; the
+    // one from 3 days ahead holds that log alone (every other device counts 0 there).
+    const ahead = new Date(now + 300 * 86_400_000).toISOString();
+    t.equal((await postJson(`${logd.url}/api/log`, { device_id: 'ahead', log_level: 'INFO', message: 'ahead', timestamp: ahead })).status, 200);
+    await waitRows(db, 1, "device_id = 'ahead'");
+    for (const since of [new Date(now + 3 * 86_400_000 + 1234).toISOString(), new Date(now - 2.5 * 86_400_000).toISOString()]) await statsMatch(t, since);
   });
 
   await t.test('hand-written frames, a refused frame in a batch, a replayed dead letter', async (t) => {
