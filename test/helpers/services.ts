@@ -374,7 +374,17 @@ abstract class Server {
       await withinMs(STOP_GRACE_MS, () => old.exited);
       if (old.running) throw new Error(`${old.spec.name} still runs after kill(${old.signalled}): stop() it first`);
     }
-    this.proc = await launch(this.spawnSpec(), () => this.ready());
+    const deadline = Date.now() + STOP_GRACE_MS;
+    for (;;) {
+      try {
+        this.proc = await launch(this.spawnSpec(), () => this.ready());
+        return;
+      } catch (err) {
+        // after a SIGKILL, postgres' backends outlive the postmaster for a moment and still hold its shared memory
+        if (!old?.signalled || Date.now() >= deadline || !/pre-existing shared memory block/.test(String((err as Error).message))) throw err;
+        await sleep(100);
+      }
+    }
   }
 
   async stop(): Promise<void> {
