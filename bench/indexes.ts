@@ -1,6 +1,8 @@
 /**
  * Index sets of `logs` measured against each other (BENCHMARKS.md, "Index
- * sets"): what each costs COPY, and what each buys the read queries.
+ * sets"): what each costs COPY, and what each buys the read queries, on
+ * an unpartitioned `logs` with a primary key (each partition of the
+ * partitioned `logs` carries the same btrees).
  *
  *   npm run bench:indexes            # BENCH_BASE_ROWS=2000000 BENCH_COPY_ROWS=500000 BENCH_QUERY_ROWS=10000000
  *
@@ -54,8 +56,17 @@ const shape = (rows: number, offset = 0): DataShape => ({ rows, offset, devices:
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
 const ms = (n: number): string => (n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2));
 
+/**
+ * The table the index sets were compared on: `logs` unpartitioned, with a
+ * primary key on id (schema.sql then adds the rollup tables beside it).
+ */
+const PLAIN_LOGS = `CREATE TABLE logs (
+  id BIGSERIAL PRIMARY KEY, device_id VARCHAR(50) NOT NULL, log_level VARCHAR(20) NOT NULL, message TEXT, log_data JSONB,
+  created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(), indexed_at TIMESTAMPTZ DEFAULT NOW())`;
+
 async function resetTable(db: pg.Client): Promise<void> {
   await db.query('DROP TABLE IF EXISTS logs CASCADE');
+  await db.query(PLAIN_LOGS);
   await db.query(schemaSql());
   // Only the primary key stays; each set adds its own.
   await db.query('DROP INDEX IF EXISTS logs_device_created_idx, logs_created_brin_idx, logs_created_idx');
