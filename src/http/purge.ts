@@ -5,7 +5,6 @@
  * the first await (uWS invalidates it when the callback returns).
  */
 import type { HttpRequest } from 'uWebSockets.js';
-import { Versions } from '../cache/versions';
 import { log } from '../log';
 import { purge } from '../storage/purge';
 import { parseTime, queryParser } from './query';
@@ -15,16 +14,11 @@ import type { Context } from './routes';
 
 const parsePurgeQuery = queryParser<{ device_id: string; until?: string }>(purgeQuerySchema);
 
-/** The worker's side of cache invalidation, made on first use. */
-const versionsOf = new WeakMap<Context, Versions>();
-
 export function purgeLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): void {
   const query = parsePurgeQuery(req.getQuery());
   if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
   const { device_id: device, until } = query.value;
-  let versions = versionsOf.get(ctx);
-  if (!versions) versionsOf.set(ctx, versions = new Versions(ctx.queue.redis, ctx.cfg));
-  purge(ctx.reads.pool, device, until === undefined ? undefined : parseTime(until), { versions }).then(
+  purge(ctx.reads.pool, device, until === undefined ? undefined : parseTime(until), { versions: ctx.versions }).then(
     (deleted) => {
       log().info({ device, until, deleted }, 'purged logs');
       sendJson(x, 200, JSON.stringify({ device_id: device, until: until ?? null, deleted }));

@@ -6,6 +6,7 @@
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import type { Cache } from '../cache/cache';
+import type { Versions } from '../cache/versions';
 import type { Queue } from '../queue/stream';
 import type { ReadPool } from '../read/db';
 import type { Authenticator } from './auth';
@@ -34,6 +35,8 @@ export interface Context {
   scans: ReadPool;
   auth: Authenticator;
   cache: Cache;
+  /** invalidates cached reads (a purge) */
+  versions: Versions;
 }
 
 export type Scope = 'ingest' | 'read' | 'admin' | 'public';

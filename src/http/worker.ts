@@ -1,5 +1,6 @@
 /** The HTTP worker process: Redis for the stream, the cache, two PostgreSQL pools for reads and /health, the uWS server. */
 import { Cache } from '../cache/cache';
+import { Versions } from '../cache/versions';
 import type { Config } from '../config';
 import { redisClient } from '../connections';
 import type { Logger } from '../log';
@@ -25,7 +26,7 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
       await redis.connect();
       await auth.start();
       cache.start();
-      server = await startServer({ cfg, queue: new Queue(redis, cfg), reads, scans, auth, cache });
+      server = await startServer({ cfg, queue: new Queue(redis, cfg), reads, scans, auth, cache, versions: new Versions(redis, cfg) });
     },
     async stop() {
       server?.stopListening();
