@@ -94,13 +94,21 @@ function devicesIn(tallies: Iterable<Tally[]>): Set<string> {
   return devices;
 }
 
-/** Frames to load, with their counts merged before the transaction starts (each frame's are in talliesOf). */
+/**
+ * Frames to load, with their counts merged and the hours their rows fall in
+ * (the partitions they need) found before the transaction starts (each
+ * frame's tallies are in talliesOf).
+ */
 interface Load {
   frames: Frame[];
   counts: CountParams;
+  hours: number[];
 }
 
-const prepare = (frames: Frame[]): Load => ({ frames, counts: countParams(frames.flatMap(talliesOf)) });
+function prepare(frames: Frame[]): Load {
+  const tallies = frames.flatMap(talliesOf);
+  return { frames, counts: countParams(tallies), hours: hoursOf(tallies) };
+}
 
 /** Entries read from the stream, sorted by what becomes of them. */
 interface Batch {
@@ -305,13 +313,13 @@ export class Persister {
    * invalidation covers every frame of the batch, in case a crash came
    * between an earlier COMMIT and its invalidation.
    */
-  private async load({ frames, counts }: Load): Promise<void> {
+  private async load({ frames, counts, hours }: Load): Promise<void> {
     const t0 = performance.now();
     const client = await this.pool.connect();
     let broken: Error | undefined;
     let loaded = 0;
     try {
-      await this.partitions.ensure(client, hoursOf(frames.flatMap((f) => (this.distrustSummaries ? summarizeRows(f.rows) : talliesOf(f)))));
+      await this.partitions.ensure(client, this.distrustSummaries ? hoursOf(frames.flatMap((f) => summarizeRows(f.rows))) : hours);
       await client.query('BEGIN');
       const fresh = await ledger(client, SQL.claimEntries, frames);
       const todo = fresh.size === frames.length ? frames : frames.filter((f) => fresh.has(f.id));
