@@ -6,7 +6,7 @@ import { health } from '../http/health';
 import { liveStatuses } from '../queue/status';
 import { Queue } from '../queue/stream';
 import { storageState } from '../storage/maintenance';
-import { bytes, describeDrop } from './storage';
+import { storageSummary } from './storage';
 
 /** The persist rate is measured over this window. */
 const RATE_WINDOW_MS = 1000;
@@ -50,11 +50,7 @@ export async function status(cfg: Config, out: NodeJS.WritableStream): Promise<n
       if (c.postgres.status === 'up') {
         const client = await pool.connect();
         try {
-          const s = await storageState(client, cfg, Date.now());
-          const at = (t: number | null): string => (t === null ? 'the first log' : new Date(t).toISOString());
-          out.write(`storage    ${s.partitions} partitions, ${s.rows} logs, ${bytes(s.bytes)}, from ${at(s.oldest)} to ${s.newest === null ? '-' : new Date(s.newest).toISOString()}\n`);
-          out.write(`last drop  ${s.lastDrop ? describeDrop(s.lastDrop) : 'none'}\n`);
-          out.write(`next drop  ${s.nextDrop === null ? 'none' : new Date(s.nextDrop).toISOString()}\n`);
+          out.write(storageSummary(await storageState(client, cfg, Date.now()), cfg));
         } finally {
           client.release();
         }

@@ -8,13 +8,13 @@ import pg from 'pg';
 import type { Config } from '../config';
 import { pgConfig } from '../connections';
 import { LOG_LEVELS } from '../model/levels';
-import { expiry, storageState, units, type DropRecord } from '../storage/maintenance';
+import { expiry, storageState, units, type DropRecord, type StorageState } from '../storage/maintenance';
 import { listPartitions } from '../storage/partitions';
 
 const when = (t: number | null): string => (t === null || !Number.isFinite(t) ? '-' : new Date(t).toISOString().replace(':00.000Z', 'Z'));
 
 /** 1536 -> "1.5 KiB" */
-export function bytes(n: number): string {
+function bytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
   while (n >= 1024 && i < units.length - 1) {
@@ -24,8 +24,14 @@ export function bytes(n: number): string {
   return `${i ? n.toFixed(1) : n} ${units[i]}`;
 }
 
-export const describeDrop = (d: DropRecord): string =>
+const describeDrop = (d: DropRecord): string =>
   `${d.partition}${d.levels ? ` (${d.levels})` : ''}, ${d.rows} logs, ${bytes(d.bytes)}, by ${d.reason === 'budget' ? 'the disk budget' : `retention (${d.retentionDays} days)`} at ${when(d.at)}`;
+
+/** The totals, the last drop and the next: what `logd storage` ends with and `logd status` shows. */
+export const storageSummary = (s: StorageState, cfg: Config): string =>
+  `storage    ${s.partitions} partitions, ${s.rows} logs, ${bytes(s.bytes)}${cfg.retention.max_bytes ? ` of the ${bytes(cfg.retention.max_bytes)} budget` : ''}; from ${when(s.oldest)} to ${when(s.newest)}\n`
+  + `last drop  ${s.lastDrop ? describeDrop(s.lastDrop) : 'none'}\n`
+  + `next drop  ${s.nextDrop === null ? 'none' : `${when(s.nextDrop)} (retention), once the stream holds nothing older`}\n`;
 
 export async function storage(cfg: Config, out: NodeJS.WritableStream, now = Date.now()): Promise<number> {
   const client = new pg.Client(pgConfig(cfg));
@@ -52,9 +58,7 @@ export async function storage(cfg: Config, out: NodeJS.WritableStream, now = Dat
       }
     }
     const s = await storageState(client, cfg, now, partitions);
-    out.write(`\ntotal      ${s.partitions} partitions, ${s.rows} logs, ${bytes(s.bytes)}${cfg.retention.max_bytes ? ` of the ${bytes(cfg.retention.max_bytes)} budget` : ''}; from ${when(s.oldest)} to ${when(s.newest)}\n`);
-    out.write(`last drop  ${s.lastDrop ? describeDrop(s.lastDrop) : 'none'}\n`);
-    out.write(`next drop  ${s.nextDrop === null ? 'none' : `${when(s.nextDrop)} (retention), once the stream holds nothing older`}\n`);
+    out.write(`\n${storageSummary(s, cfg)}`);
     if (s.budgetDropping) out.write(`problem    disk budget: ${s.budgetDropping}\n`);
     return 0;
   } finally {

@@ -141,12 +141,11 @@ export async function dropUnit(db: pg.ClientBase, u: Unit, reason: DropReason): 
     if (!u.leaf) {
       rows = Number((await db.query<{ rows: string }>(SQL.dropRangeCounts, [from, to])).rows[0].rows);
     } else {
-      const { rows: c } = await db.query<{ d: string[] | null; l: string[]; h: string[]; n: string[] }>(
-        `SELECT array_agg(device_id) AS d, array_agg(log_level) AS l, array_agg(bucket) AS h, array_agg(-n) AS n FROM (
-           SELECT device_id, log_level, date_trunc('hour', created_at, 'UTC')::text AS bucket, count(*) AS n FROM ${id} GROUP BY 1, 2, 3) c`,
+      const { rows: [c] } = await db.query<{ rows: string; devices: string[] | null; levels: string[]; buckets: string[]; counts: string[] }>(
+        SQL.leafCounts.replaceAll('{leaf}', id),
       );
-      rows = c[0].d ? c[0].n.reduce((s, n) => s - Number(n), 0) : 0;
-      if (c[0].d) await db.query(SQL.addCounts, [c[0].d, c[0].l, c[0].h, c[0].n]);
+      rows = Number(c.rows);
+      if (c.devices) await db.query(SQL.addCounts, [c.devices, c.levels, c.buckets, c.counts]);
     }
     await db.query(SQL.removeEmptyCounts, [from, to]);
     const bytes = u.leaf?.bytes ?? u.partition.bytes;
