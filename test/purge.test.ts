@@ -9,12 +9,13 @@
 import { spawnSync } from 'node:child_process';
 import Redis from 'ioredis';
 import pg from 'pg';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { Versions } from '../src/cache/versions';
 import { loadConfig } from '../src/config';
 import { purge } from '../src/storage/purge';
 import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
 import { LOGD_BIN, postJson, request, serviceEnv, startLogd, waitRows, type Logd } from './helpers/logd';
+import { assertRollupsExact } from './helpers/rollups';
 
 const LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'];
 const HOUR = 3_600_000;
@@ -65,23 +66,6 @@ t.test('purge', async (t) => {
   };
   const del = (query: string, headers: Record<string, string> = auth.admin) => request(`${url}/api/logs?${query}`, { method: 'DELETE', headers });
 
-  /** Every rollup table equals its GROUP BY over `logs`. */
-  const rollupsMatch = async (t: Test, when: string): Promise<void> => {
-    const hour = "date_trunc('hour', created_at, 'UTC')";
-    const day = "date_trunc('day', created_at, 'UTC')";
-    const pairs: [string, string, string][] = [
-      ['counts_by_level', 'SELECT log_level AS k, n::int FROM logd_counts_by_level', 'SELECT log_level AS k, count(*)::int AS n FROM logs GROUP BY 1'],
-      ['counts_by_device', 'SELECT device_id AS k, n::int FROM logd_counts_by_device', 'SELECT device_id AS k, count(*)::int AS n FROM logs GROUP BY 1'],
-      ['hourly_by_level', "SELECT bucket || ' ' || log_level AS k, n::int FROM logd_hourly_by_level", `SELECT ${hour} || ' ' || log_level AS k, count(*)::int AS n FROM logs GROUP BY 1`],
-      ['hourly_by_device', "SELECT bucket || ' ' || device_id AS k, n::int FROM logd_hourly_by_device", `SELECT ${hour} || ' ' || device_id AS k, count(*)::int AS n FROM logs GROUP BY 1`],
-      ['daily_by_level', "SELECT day || ' ' || log_level AS k, n::int FROM logd_daily_by_level", `SELECT ${day} || ' ' || log_level AS k, count(*)::int AS n FROM logs GROUP BY 1`],
-      ['daily_by_device', "SELECT day || ' ' || device_id AS k, n::int FROM logd_daily_by_device", `SELECT ${day} || ' ' || device_id AS k, count(*)::int AS n FROM logs GROUP BY 1`],
-    ];
-    for (const [name, rollup, truth] of pairs) {
-      t.same(await query(`${rollup} ORDER BY 1`), await query(`${truth} ORDER BY 1`), `${when}: ${name} = GROUP BY over logs`);
-    }
-  };
-
   await send([...logsOf('p-a', 300), ...logsOf('p-b', 300), ...logsOf('p-c', 300)]);
   await waitRows(db, 900);
   const leaves = await query("SELECT relname FROM pg_class WHERE relname ~ '^logs_\\d{8}_\\d\\d_(debug|rest)$'");
@@ -104,7 +88,7 @@ t.test('purge', async (t) => {
     t.equal(await count("device_id = 'p-a' AND created_at < $1", [until]), 0, 'none of them is left');
     t.equal(await count("device_id = 'p-a'"), 300 - older, 'its newer logs are kept');
     t.equal(await count("device_id <> 'p-a'"), 600, 'other devices are untouched');
-    await rollupsMatch(t, 'after a purge with until');
+    await assertRollupsExact(t, db, 'after a purge with until');
 
     const after = await get('/api/logs/p-a?limit=1000');
     t.equal(after.body.source, 'database', 'the cached answer is no longer served');
@@ -123,7 +107,7 @@ t.test('purge', async (t) => {
     t.equal(await count("device_id = 'p-b'"), 0);
     t.same(await query("SELECT device_id FROM logd_counts_by_device WHERE device_id = 'p-b'"), [], 'no counts_by_device row left');
     t.same(await query("SELECT 1 FROM logd_hourly_by_device WHERE device_id = 'p-b' UNION ALL SELECT 1 FROM logd_daily_by_device WHERE device_id = 'p-b'"), [], 'no hourly or daily row left');
-    await rollupsMatch(t, 'after a purge of all logs');
+    await assertRollupsExact(t, db, 'after a purge of all logs');
     const stats = await get('/api/stats');
     t.notOk(stats.body.recent_devices.includes('p-b'), 'the device is gone from the statistics');
     t.same((await del('device_id=p-b')).body.deleted, 0, 'again: nothing to delete');
@@ -158,12 +142,12 @@ t.test('purge', async (t) => {
     t.equal(r.status, 0, r.stderr);
     t.match(r.stdout, new RegExp(`^deleted ${older} logs of device p-c`));
     t.equal(await count("device_id = 'p-c'"), 300 - older);
-    await rollupsMatch(t, 'after logd purge --until');
+    await assertRollupsExact(t, db, 'after logd purge --until');
     const all = cli('--device', 'p-c');
     t.equal(all.status, 0, all.stderr);
     t.match(all.stdout, new RegExp(`^deleted ${300 - older} logs of device p-c`));
     t.equal(await count("device_id = 'p-c'"), 0);
-    await rollupsMatch(t, 'after logd purge');
+    await assertRollupsExact(t, db, 'after logd purge');
 
     const noDevice = cli('--until', '2026-01-01');
     t.equal(noDevice.status, 2);
@@ -215,7 +199,7 @@ t.test('purge', async (t) => {
     t.ok(persistedDuring >= 3, `${persistedDuring} batches of another device accepted and persisted while the purge ran`);
     t.equal(await count("device_id = 'p-big'"), 0);
     t.equal(await count("device_id = 'p-live'"), sent, 'every log sent meanwhile is stored');
-    await rollupsMatch(t, 'after a purge during ingest');
+    await assertRollupsExact(t, db, 'after a purge during ingest');
   });
 
   await t.test('the admin scope; PostgreSQL down', async (t) => {
@@ -228,7 +212,7 @@ t.test('purge', async (t) => {
     const ok = await del('device_id=p-a');
     t.equal(ok.status, 200, 'an admin token: 200');
     t.equal(ok.body.deleted, left);
-    await rollupsMatch(t, 'after the last purge');
+    await assertRollupsExact(t, db, 'after the last purge');
 
     await db.stop();
     const down = await del('device_id=p-c');

@@ -58,14 +58,8 @@ const leafNames = async (cfg: Config): Promise<string[]> =>
   withClient(cfg, async (c) => (await listPartitions(c)).flatMap((p) => [p.name, ...p.leaves.map((l) => l.name)]));
 
 const countByLevel = async (server: PostgresServer, db: string): Promise<Record<string, number>> => {
-  const c = new pg.Client({ host: '127.0.0.1', port: server.port, user: server.user, database: db });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ log_level: string; n: string }>('SELECT log_level, count(*) AS n FROM logs GROUP BY 1');
-    return Object.fromEntries(rows.map((r) => [r.log_level, Number(r.n)]));
-  } finally {
-    await c.end();
-  }
+  const rows = await (await pgOf(server, db)).query<{ log_level: string; n: string }>('SELECT log_level, count(*) AS n FROM logs GROUP BY 1');
+  return Object.fromEntries(rows.map((r) => [r.log_level, Number(r.n)]));
 };
 
 t.test('partitions: ahead, across midnight UTC, hourly, by several nodes at once', async (t) => {

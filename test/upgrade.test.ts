@@ -15,6 +15,7 @@ import t, { type Test } from 'tap';
 import { loadConfig } from '../src/config';
 import { maintain } from '../src/storage/maintenance';
 import { LOGD_BIN, ROOT, postJson, request, serviceEnv, startLogd, waitRows } from './helpers/logd';
+import { assertRollupsExact } from './helpers/rollups';
 import { cleanupAll, startPostgres, startRedis, type PostgresServer } from './helpers/services';
 
 const OLD_SCHEMA = readFileSync(path.join(ROOT, 'test', 'fixtures', 'schema-unpartitioned.sql'), 'utf8');
@@ -71,35 +72,6 @@ async function snapshot(db: PostgresServer): Promise<Snapshot> {
   const groups = await db.query<Snapshot['all']>(`SELECT log_level, device_id, count(*), sum(id)::text AS sum, max(id)::text AS max FROM logs
     GROUP BY GROUPING SETS ((), (log_level), (device_id)) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST`);
   return { all: groups[0], groups };
-}
-
-/**
- * Every rollup equals COUNT(*) over `logs` (what test/helpers/rollups.ts
- * checks) from one scan of `logs`, not two per rollup: its counts per hour,
- * level and device, summed to each rollup's grain.
- */
-async function assertRollupsExact(t: Test, db: PostgresServer, when: string): Promise<void> {
-  const c = new pg.Client({ connectionString: db.url });
-  await c.connect();
-  try {
-    await c.query(`CREATE TEMP TABLE truth AS
-      SELECT date_trunc('hour', created_at, 'UTC') AS bucket, log_level, device_id, count(*) AS n FROM logs GROUP BY 1, 2, 3`);
-    const day = "date_trunc('day', bucket, 'UTC')";
-    for (const [table, key, grain] of [
-      ['logd_counts_by_level', 'log_level', 'log_level'],
-      ['logd_counts_by_device', 'device_id', 'device_id'],
-      ['logd_hourly_by_level', 'bucket, log_level', 'bucket, log_level'],
-      ['logd_hourly_by_device', 'bucket, device_id', 'bucket, device_id'],
-      ['logd_daily_by_level', 'day, log_level', `${day}, log_level`],
-      ['logd_daily_by_device', 'day, device_id', `${day}, device_id`],
-    ]) {
-      const truth = `SELECT ${grain}, sum(n)::bigint FROM truth GROUP BY ${grain}`;
-      const { rows } = await c.query(`(SELECT ${key}, n FROM ${table} EXCEPT ${truth}) UNION ALL (${truth} EXCEPT SELECT ${key}, n FROM ${table})`);
-      t.same(rows, [], `${when}: ${table} equals COUNT(*) over logs`);
-    }
-  } finally {
-    await c.end();
-  }
 }
 
 function logdMigrate(db: PostgresServer): { ms: number; status: number | null; out: string } {
