@@ -32,7 +32,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { loadConfig, type Config } from '../src/config';
-import { COPY_COLUMNS } from '../src/persist/copy';
+import { COPY_COLUMNS } from '../src/queue/frame';
 import { DAY_MS, levelGroups, partitionName, partitionRange } from '../src/storage/layout';
 import { createPartitions } from '../src/storage/partitions';
 import { frames } from './lib/gen';

@@ -1,7 +1,7 @@
 /** Door-side encoding: timestamps PostgreSQL parses unambiguously, COPY text escaping. */
 import t from 'tap';
-import { copyField, copyRow } from '../src/persist/copy';
-import { normalizeTimestamp } from '../src/http/validate';
+import { copyField, copyRow } from '../src/queue/frame';
+import { normalizeTimestamp } from '../src/model/time';
 
 t.test('normalizeTimestamp', async (t) => {
   const good: [string | number, string][] = [

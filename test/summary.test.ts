@@ -1,7 +1,10 @@
 /** Frame summaries (the counts the rollups are built from): hours of every accepted timestamp form, merging, fallbacks. */
 import t from 'tap';
-import { normalizeTimestamp, validateBody, type Accepted } from '../src/http/validate';
-import { countParams, epochHour, frameSummary, parseSummary, summarizeRows, type Tally } from '../src/persist/summary';
+import { validateBody } from '../src/http/validate';
+import type { Accepted } from '../src/model/entry';
+import { epochHour, normalizeTimestamp } from '../src/model/time';
+import { countParams } from '../src/persist/summary';
+import { frameSummary, parseSummary, summarizeRows, type Tally } from '../src/queue/frame';
 
 const H = 3_600_000;
 const h8 = Date.UTC(2026, 0, 1, 8) / H;

@@ -57,8 +57,8 @@ const inFile = (re: RegExp) => (f: CallFrame): boolean => re.test(file(f));
 export const HTTP_RULES: Rule[] = [
   { name: 'idle (event loop waiting)', test: (f) => f.functionName === '(idle)' },
   { name: 'garbage collection', test: (f) => f.functionName === '(garbage collector)' },
-  { name: 'COPY-row encoding (encodeRows, copyRow)', test: (f) => (/\/http\/ingest\.js$/.test(file(f)) && f.functionName === 'encodeRows') || /\/persist\/copy\.js$/.test(file(f)) },
-  { name: 'frame summary (frameSummary)', test: inFile(/\/persist\/summary\.js$/) },
+  { name: 'frame summary (frameSummary)', test: (f) => f.functionName === 'frameSummary' },
+  { name: 'COPY-row encoding (encodeFrame, copyRow)', test: inFile(/\/queue\/frame\.js$/) },
   { name: 'JSON.parse of the body', test: (f) => f.functionName === 'parse' && f.url === '' },
   { name: 'validation (ajv schema + validate.ts checks)', test: (f) => inFile(/\/http\/validate\.js$/)(f) || (f.url === '' && /^validate\d*$/.test(f.functionName)) || inFile(/node_modules\/ajv\//)(f) },
   { name: 'UTF-8 check and decode (isUtf8, toString)', test: (f) => f.functionName === 'isUtf8' || (inFile(/buffer/)(f) && /toString|utf8Slice|slice/.test(f.functionName)) },

@@ -1,9 +1,11 @@
 /**
  * The benchmark's log entries, the same as bench/lib/ingest.lua sends (keep
  * the two in step), and their COPY rows encoded by logd's own encoder (the
- * built dist/src/persist/copy.js of the tree under test), so the COPY
+ * built dist/src/queue/frame.js of the tree under test, dist/src/persist/copy.js
+ * in trees before it), so the COPY
  * ceiling loads exactly what logd's frames hold.
  */
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
 const DEVICES = 100;
@@ -36,7 +38,9 @@ type CopyRow = (deviceId: string, level: string, message: string, dataJson: stri
 /** logd's COPY row encoder from the tree under test. */
 export function loadCopyRow(root: string): CopyRow {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return (require(path.join(root, 'dist', 'src', 'persist', 'copy.js')) as { copyRow: CopyRow }).copyRow;
+  const file = [path.join(root, 'dist', 'src', 'queue', 'frame.js'), path.join(root, 'dist', 'src', 'persist', 'copy.js')].find((f) => existsSync(f));
+  if (!file) throw new Error(`no built COPY encoder under ${root}/dist: run npm run build there`);
+  return (require(file) as { copyRow: CopyRow }).copyRow;
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * POST /api/log and POST /api/logs/batch: read, decode, parse, validate,
- * encode COPY rows, append one frame to the stream, answer. The 200 is sent
+ * encode the frame, append it to the stream, answer. The 200 is sent
  * only after Redis has the frame.
  */
 import { isUtf8 } from 'node:buffer';
@@ -8,23 +8,16 @@ import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import { LogdError } from '../errors';
 import { logsAccepted, logsRefused } from '../metrics';
-import { copyRow } from '../persist/copy';
-import { frameSummary } from '../persist/summary';
+import { encodeFrame, type EncodedFrame } from '../queue/frame';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
 import { readBody } from './body';
 import { fail, sendError, sendJson, type Exchange } from './respond';
-import { validateBody, type Accepted } from './validate';
+import { validateBody } from './validate';
 
 export type Kind = 'single' | 'batch';
 
 const JSON_TYPE = /^application\/json\s*(;|$)/i;
-
-function encodeRows(entries: Accepted[], receivedAt: string): string {
-  let rows = '';
-  for (const e of entries) rows += copyRow(e.device_id, e.log_level, e.message, e.data, e.time ?? receivedAt);
-  return rows;
-}
 
 function answer(kind: Kind, entryId: string, count: number, receivedAt: string): string {
   if (kind === 'single') return `{"status":"received","message_id":"${entryId}:0","received_at":"${receivedAt}"}`;
@@ -64,19 +57,18 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
     }
     const received = Date.now();
     const receivedAt = new Date(received).toISOString();
-    const n = verdict.entries.length;
-    const rows = encodeRows(verdict.entries, receivedAt);
-    const summary = frameSummary(verdict.entries, received);
+    const frame = encodeFrame(verdict.entries, received);
     // uWS aborts a request when the next one is pipelined behind it on the same connection, in the same read: by
     // the check phase it has parsed the whole read, so a request it aborted is never appended (stored, unanswered).
     setImmediate(() => {
-      if (!x.ended) append(kind, cfg, queue, x, n, rows, summary, receivedAt);
+      if (!x.ended) append(kind, cfg, queue, x, frame, receivedAt);
     });
   });
 }
 
-function append(kind: Kind, cfg: Config, queue: Queue, x: Exchange, n: number, rows: string, summary: string, receivedAt: string): void {
-  queue.append(cfg.queue.max_backlog, n, rows, summary).then(
+function append(kind: Kind, cfg: Config, queue: Queue, x: Exchange, frame: EncodedFrame, receivedAt: string): void {
+  const { n } = frame;
+  queue.append(cfg.queue.max_backlog, frame).then(
     (id) => {
       logsAccepted.inc(n);
       sendJson(x, 200, answer(kind, id, n, receivedAt));

@@ -6,7 +6,8 @@
  */
 import Ajv, { type ErrorObject, type ValidateFunction } from 'ajv';
 import { MAX_EPOCH_MS } from './schemas';
-import { normalizeTimestamp, toIssue, type Issue } from './validate';
+import { normalizeTimestamp } from '../model/time';
+import { toIssue, type Issue } from './validate';
 
 export type Parsed<T> = { ok: true; value: T } | { ok: false; issues: Issue[] };
 

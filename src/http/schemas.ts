@@ -2,14 +2,13 @@
  * JSON Schemas of the request bodies: ajv validates with them, and the
  * OpenAPI document is generated from the same objects.
  */
+import { MAX_DEVICE_ID, MAX_LOG_DATA_DEPTH, MAX_MESSAGE } from '../model/entry';
 import { LOG_LEVELS, type LogLevel } from '../model/levels';
 
 export { LOG_LEVELS, type LogLevel };
 
 /** Largest epoch-ms timestamp accepted (9999-12-31T23:59:59.999Z). */
 export const MAX_EPOCH_MS = 253402300799999;
-/** Deepest nesting accepted inside log_data (objects and arrays). */
-export const MAX_LOG_DATA_DEPTH = 32;
 export const MAX_BATCH = 1000;
 
 export const logEntrySchema = {
@@ -18,9 +17,9 @@ export const logEntrySchema = {
   required: ['device_id', 'log_level', 'message'],
   additionalProperties: false,
   properties: {
-    device_id: { type: 'string', minLength: 1, maxLength: 50, description: 'device or service that sent the log' },
+    device_id: { type: 'string', minLength: 1, maxLength: MAX_DEVICE_ID, description: 'device or service that sent the log' },
     log_level: { type: 'string', enum: LOG_LEVELS, description: 'severity' },
-    message: { type: 'string', minLength: 1, maxLength: 5000, description: 'the log line' },
+    message: { type: 'string', minLength: 1, maxLength: MAX_MESSAGE, description: 'the log line' },
     log_data: {
       type: 'object',
       description: `structured context, stored as JSONB (at most ${MAX_LOG_DATA_DEPTH} levels deep); default {}`,

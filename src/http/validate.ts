@@ -6,9 +6,10 @@
  * reference's clients keep working.
  */
 import Ajv, { type ErrorObject } from 'ajv';
-import { utcMinute } from '../persist/summary';
+import { MAX_LOG_DATA_DEPTH, unstorable, type Accepted } from '../model/entry';
+import { parseTimestamp, type Instant } from '../model/time';
 import type { AcceptWindow } from '../storage/layout';
-import { batchSchema, logEntrySchema, MAX_LOG_DATA_DEPTH, type LogEntry } from './schemas';
+import { batchSchema, logEntrySchema, type LogEntry } from './schemas';
 
 export interface Issue {
   loc: (string | number)[];
@@ -88,43 +89,6 @@ const timestampIssue = (loc: (string | number)[]): Issue => ({
   type: 'datetime_parsing',
 });
 
-const ISO = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,6})?)?(Z|[+-]\d{2}(?::?\d{2})?)?$/i;
-
-const HOUR_MS = 3_600_000;
-
-/**
- * The timestamp as text PostgreSQL parses the same way whatever its
- * settings (ISO-8601 with an explicit offset), with its UTC epoch hour (for
- * the frame summary), or undefined if it is not a real date-time.
- * Sub-millisecond digits of ISO input are kept.
- */
-function parseTimestamp(ts: string | number): { iso: string; hour: number; ms: number } | undefined {
-  if (typeof ts === 'number') return { iso: new Date(ts).toISOString(), hour: Math.floor(ts / HOUR_MS), ms: ts };
-  const m = ISO.exec(ts);
-  if (!m) return undefined;
-  const [, y, mo, d, h, mi, s = '00', frac = '', zone = 'Z'] = m;
-  const year = Number(y), month = Number(mo), day = Number(d);
-  if (year < 1 || month < 1 || month > 12 || day < 1) return undefined;
-  if (day > new Date(Date.UTC(year, month, 0)).getUTCDate()) return undefined;
-  if (Number(h) > 23 || Number(mi) > 59 || Number(s) > 59) return undefined;
-  if (zone.length > 1 && (Number(zone.slice(1, 3)) > 15)) return undefined;
-  // zone: Z, ±HH, ±HHMM or ±HH:MM; minutes east of UTC
-  const offset = zone.length === 1 ? 0 : (zone[0] === '+' ? 1 : -1) * (Number(zone.slice(1, 3)) * 60 + (zone.length > 3 ? Number(zone.slice(-2)) : 0));
-  const minute = utcMinute(year, month, day, Number(h), Number(mi), offset);
-  const ms = minute * 60_000 + Number(s) * 1000 + Math.floor(Number(`0${frac || '.0'}`) * 1000);
-  return { iso: `${y}-${mo}-${d}T${h}:${mi}:${s}${frac}${zone.toUpperCase()}`, hour: Math.floor(minute / 60), ms };
-}
-
-/** parseTimestamp's text alone (query parameters). */
-export const normalizeTimestamp = (ts: string | number): string | undefined => parseTimestamp(ts)?.iso;
-
-/** What PostgreSQL text cannot hold: U+0000 and unpaired surrogates. */
-function badString(s: string): string | undefined {
-  if (s.includes('\u0000')) return 'String should not contain NUL (U+0000) characters';
-  if (!s.isWellFormed()) return 'String should not contain unpaired UTF-16 surrogates';
-  return undefined;
-}
-
 /**
  * The common case (no `\u` escape in the body, so no string to check): only
  * the depth, visiting containers alone and building no locations. The
@@ -151,7 +115,7 @@ function dataIssues(data: object, base: (string | number)[], out: Issue[]): void
   while (stack.length && out.length < MAX_ISSUES) {
     const [value, loc, depth] = stack.pop()!;
     if (typeof value === 'string') {
-      const why = badString(value);
+      const why = unstorable(value);
       if (why) out.push({ loc, msg: why, type: 'string_unstorable' });
       continue;
     }
@@ -165,34 +129,22 @@ function dataIssues(data: object, base: (string | number)[], out: Issue[]): void
       continue;
     }
     for (const [k, v] of Object.entries(value)) {
-      const why = badString(k);
+      const why = unstorable(k);
       if (why) out.push({ loc: [...loc, k], msg: `Key ${why.slice(7)}`, type: 'string_unstorable' });
       stack.push([v, [...loc, k], depth + 1]);
     }
   }
 }
 
-export interface Accepted {
-  device_id: string;
-  log_level: string;
-  message: string;
-  /** log_data as JSON text ('{}' when absent). */
-  data: string;
-  /** event time as ISO-8601 text, or undefined for "receive time". */
-  time: string | undefined;
-  /** UTC epoch hour of `time` (undefined with it) */
-  hour: number | undefined;
-}
-
 function checkEntry(e: LogEntry, loc: (string | number)[], deepCheckStrings: boolean, window: AcceptWindow, out: Issue[], accepted: Accepted[]): void {
   const before = out.length;
   if (deepCheckStrings) {
     for (const field of ['device_id', 'message'] as const) {
-      const why = badString(e[field]);
+      const why = unstorable(e[field]);
       if (why) out.push({ loc: [...loc, field], msg: why, type: 'string_unstorable' });
     }
   }
-  let time: { iso: string; hour: number; ms: number } | undefined;
+  let time: Instant | undefined;
   if (e.timestamp !== undefined) {
     time = parseTimestamp(e.timestamp);
     if (time === undefined) out.push(timestampIssue([...loc, 'timestamp']));

@@ -26,11 +26,11 @@ import { pgConfig } from '../connections';
 import type { Logger } from '../log';
 import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metrics';
 import { SQL } from '../sql';
-import { isFrame, type BadEntry, type Frame, type Queue } from '../queue/stream';
+import { COPY_COLUMNS, isFrame, parseSummary, summarizeRows, type BadEntry, type Frame, type Tally } from '../queue/frame';
+import type { Queue } from '../queue/stream';
 import { HOUR_MS } from '../storage/layout';
 import { Partitions } from '../storage/partitions';
-import { COPY_COLUMNS } from './copy';
-import { countParams, parseSummary, summarizeRows, type CountParams, type Tally } from './summary';
+import { countParams, type CountParams } from './summary';
 
 const COPY_SQL = `COPY logs (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
 /** Most frames asked for per XREADGROUP or XCLAIM. */

@@ -12,10 +12,9 @@ import type { default as Redis, Result } from 'ioredis';
 import type { Config } from '../config';
 import { LogdError } from '../errors';
 import { rootPath } from '../paths';
+import { frameFields, isFrame, parseEntry, type BadEntry, type EncodedFrame, type Frame, type Raw } from './frame';
 
 const script = (name: string): string => readFileSync(rootPath('src', 'queue', 'lua', `${name}.lua`), 'utf8');
-
-type Raw = [id: string, fields: string[] | null];
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -34,38 +33,6 @@ export function defineScripts(redis: Redis): void {
   redis.defineCommand('logdReplay', { numberOfKeys: 3, lua: script('replay') });
 }
 
-export interface Frame {
-  id: string;
-  /** times the group has delivered it (1 = first delivery) */
-  deliveries: number;
-  /** number of logs */
-  n: number;
-  /** COPY text rows, newline-terminated */
-  rows: string;
-  /** its summary (persist/summary.ts), absent in frames written by hand or by an older logd */
-  summary?: string;
-}
-
-/** A stream entry that is not a frame logd wrote. */
-export interface BadEntry {
-  id: string;
-  deliveries: number;
-  fields: string[];
-  why: string;
-}
-
-export function parseEntry([id, fields]: Raw, deliveries: number): Frame | BadEntry {
-  if (fields === null) return { id, deliveries, fields: [], why: 'entry was deleted from the stream' };
-  const f: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  if (f.v !== '1') return { id, deliveries, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
-  const n = Number(f.n);
-  if (!Number.isInteger(n) || n < 1 || typeof f.r !== 'string' || !f.r.endsWith('\n')) {
-    return { id, deliveries, fields, why: 'malformed frame' };
-  }
-  return { id, deliveries, n, rows: f.r, summary: f.s };
-}
-
 /** An entry of the dead-letter stream. */
 export interface DeadLetter {
   id: string;
@@ -79,7 +46,6 @@ export interface DeadLetter {
   rows?: string;
 }
 
-export const isFrame = (e: Frame | BadEntry): e is Frame => !('why' in e);
 
 export class Queue {
   readonly stream: string;
@@ -96,9 +62,9 @@ export class Queue {
   }
 
   /** Appends a frame; resolves to its entry ID once Redis has it. */
-  async append(limit: number, n: number, rows: string, summary: string): Promise<string> {
+  async append(limit: number, frame: EncodedFrame): Promise<string> {
     try {
-      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, n, rows, summary);
+      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, frame.n, frame.rows, frame.summary);
     } catch (err) {
       const msg = (err as Error).message ?? '';
       if (msg.includes('LOGDBACKLOG') || msg.startsWith('OOM')) {
@@ -155,9 +121,7 @@ export class Queue {
 
   /** Moves an entry to the dead-letter stream with its error; false if it was no longer pending. */
   async kill(entry: Frame | BadEntry, error: string): Promise<boolean> {
-    const fields = isFrame(entry)
-      ? ['v', '1', 'n', String(entry.n), 'r', entry.rows, ...(entry.summary === undefined ? [] : ['s', entry.summary])]
-      : entry.fields;
+    const fields = isFrame(entry) ? frameFields(entry) : entry.fields;
     const n = isFrame(entry) ? entry.n : 0;
     const id = await this.redis.logdDead(this.stream, this.backlogKey, this.deadStream, this.group, entry.id, n, error, ...fields);
     return id !== null;
