@@ -7,6 +7,7 @@
  * frozen copy.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import Ajv from 'ajv';
@@ -15,14 +16,15 @@ import { LogdError } from './errors';
 import { LOG_LEVELS, type LogLevel } from './model/levels';
 
 interface Leaf {
-  type: 'integer' | 'string' | 'boolean' | 'object';
-  default: number | string | boolean | Readonly<Record<string, number>>;
+  type: 'integer' | 'string' | 'boolean' | 'object' | 'array';
+  default: number | string | boolean | Readonly<Record<string, number>> | readonly string[];
   description: string;
   minimum?: number;
   maximum?: number;
   enum?: readonly string[];
   properties?: Record<string, object>;
   additionalProperties?: false;
+  items?: object;
 }
 
 const int = (def: number, description: string, minimum = 0, maximum = Number.MAX_SAFE_INTEGER): Leaf & { type: 'integer' } =>
@@ -30,6 +32,13 @@ const int = (def: number, description: string, minimum = 0, maximum = Number.MAX
 const str = (def: string, description: string, choices?: readonly string[]): Leaf & { type: 'string' } =>
   ({ type: 'string', default: def, description, ...(choices ? { enum: choices } : {}) });
 const bool = (def: boolean, description: string): Leaf & { type: 'boolean' } => ({ type: 'boolean', default: def, description });
+/** A list of strings (in the environment: separated by commas). */
+const list = (def: readonly string[], description: string): Leaf & { type: 'array' } =>
+  ({ type: 'array', default: def, description, items: { type: 'string', minLength: 1 } });
+/** Who may send to a listener that takes no token. */
+const allow = (what: string): Leaf & { type: 'array' } =>
+  list(LOOPBACK, `source addresses (CIDR) allowed to send ${what}; default loopback only; others are refused and counted in logd_listener_refused_total`);
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
 /** A table of integers, one per log level (each optional). */
 const perLevel = (description: string, minimum: number, maximum: number): Leaf & { type: 'object' } => ({
   type: 'object',
@@ -55,7 +64,7 @@ export const OPTIONS = {
     drain_ms: int(6000, 'after SIGTERM/SIGINT, workers keep answering open connections (with Connection: close) this long; keep it above the proxy\'s upstream keepalive_timeout (conf/nginx.conf: 5 s), in ms', 0),
   },
   auth: {
-    mode: str('token', 'token: every route but /health, /docs, /redoc and /openapi.json needs a bearer token (logd token create), even while none exists; open: no authentication', ['token', 'open']),
+    mode: str('token', 'token: every route but /health, /docs, /redoc, /openapi.json and /upload (journal.allow instead) needs a bearer token (logd token create), even while none exists; open: no authentication', ['token', 'open']),
     allow_open_remote: bool(false, 'let mode = "open" listen on a non-loopback server.host (anyone who reaches the port can then write, read and scrape)'),
   },
   data: {
@@ -83,6 +92,25 @@ export const OPTIONS = {
   },
   ingest: {
     max_future_s: int(3600, 'a log whose timestamp is more than this ahead of the receive time is refused with 422 (naming timestamp and the accepted window), in s', 0, 31_536_000),
+  },
+  syslog: {
+    host: str('127.0.0.1', 'address the syslog listeners bind to (0.0.0.0 or :: for every interface)'),
+    tcp_port: int(0, 'syslog over TCP (RFC 6587: octet counting or newline framing; RFC 5424 or RFC 3164 messages); 0 = off', 0, 65535),
+    udp_port: int(0, 'syslog over UDP, one message per datagram; 0 = off', 0, 65535),
+    tls_port: int(0, 'syslog over TLS (RFC 5425), needs tls_cert and tls_key; 0 = off', 0, 65535),
+    relp_port: int(0, 'RELP (rsyslog omrelp): each message is acknowledged once it is in the stream; 0 = off', 0, 65535),
+    tls_cert: str('', 'PEM certificate (chain) of the TLS listener'),
+    tls_key: str('', 'PEM private key of the TLS listener'),
+    tls_ca: str('', 'PEM CA bundle: when set, TLS senders must present a certificate it signed'),
+    allow: allow('syslog'),
+    max_line_bytes: int(65536, 'a syslog message longer than this is cut to it and stored with truncated = true in log_data, in bytes (64 KiB)', 480, 16_777_216),
+    max_connections: int(1000, 'open TCP, TLS and RELP connections one HTTP worker serves at once; more are closed at once, in connections', 1),
+    idle_timeout_s: int(3600, 'a connection that sends nothing this long is closed, in s', 1),
+  },
+  journal: {
+    allow: allow('POST /upload (systemd-journal-upload sends no token; behind nginx logd sees nginx\'s address, so restrict /upload there)'),
+    fields: list(['*'], 'journal fields kept in log_data besides those mapped to columns (MESSAGE, PRIORITY, _HOSTNAME, __REALTIME_TIMESTAMP); "*" = all'),
+    max_field_bytes: int(65536, 'a journal field value larger than this is left out of log_data (and named in omitted_fields), in bytes (64 KiB)', 64, 16_777_216),
   },
   storage: {
     partition_hours: int(24, 'width of a partition of `logs` (UTC, aligned to midnight): 24 = one per day; 1 (or 2, 3, 4, 6, 8, 12) for very high volumes, in hours', 1, 24),
@@ -118,7 +146,8 @@ export const OPTIONS = {
 } as const satisfies Record<string, Record<string, Leaf>>;
 
 type Options = typeof OPTIONS;
-type LeafValue<L> = L extends { type: 'integer' } ? number : L extends { type: 'boolean' } ? boolean : L extends { type: 'object' } ? Readonly<Partial<Record<LogLevel, number>>> : string;
+type LeafValue<L> = L extends { type: 'integer' } ? number : L extends { type: 'boolean' } ? boolean
+  : L extends { type: 'object' } ? Readonly<Partial<Record<LogLevel, number>>> : L extends { type: 'array' } ? readonly string[] : string;
 export type Config = { readonly [S in keyof Options]: { readonly [K in keyof Options[S]]: LeafValue<Options[S][K]> } };
 
 /** Flags of `logd serve` that override config keys. */
@@ -155,9 +184,10 @@ function leafOf(dotted: string): Leaf | undefined {
   return (OPTIONS as Record<string, Record<string, Leaf>>)[section]?.[key];
 }
 
-function fromEnvString(dotted: string, name: string, raw: string): number | string | boolean | Record<string, number> {
+function fromEnvString(dotted: string, name: string, raw: string): number | string | boolean | Record<string, number> | string[] {
   const leaf = leafOf(dotted)!;
   if (leaf.type === 'string') return raw;
+  if (leaf.type === 'array') return raw.split(',').map((s) => s.trim()).filter(Boolean);
   if (leaf.type === 'object') return perLevelFromEnv(dotted, name, raw);
   if (leaf.type === 'boolean') {
     if (raw === 'true' || raw === '1') return true;
@@ -246,9 +276,38 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
   if (cfg.auth.mode === 'open' && !isLoopback(cfg.server.host) && !cfg.auth.allow_open_remote) {
     throw new LogdError('LOGD_CONFIG_INVALID', `auth.mode = "open" on server.host ${cfg.server.host} would let anyone who reaches it write and read logs: listen on 127.0.0.1, use auth.mode = "token", or set auth.allow_open_remote = true`);
   }
+  checkListeners(tree as unknown as Config);
   if (cfg.server.workers === 0) cfg.server.workers = availableParallelism();
   cfg.data.dir = path.resolve(cfg.data.dir);
   return deepFreeze(tree) as unknown as Config;
+}
+
+/** The cross-option rules of the syslog and journal listeners. */
+function checkListeners(c: Config): void {
+  for (const key of ['syslog.allow', 'journal.allow'] as const) {
+    const [section, name] = key.split('.') as ['syslog' | 'journal', 'allow'];
+    for (const cidr of c[section][name]) {
+      if (parseCidr(cidr) === undefined) throw new LogdError('LOGD_CONFIG_INVALID', `${key} has "${cidr}", which is not an address or CIDR block (10.0.0.0/8, 2001:db8::/32, 192.0.2.7)`);
+    }
+  }
+  if (c.syslog.tls_port && (!c.syslog.tls_cert || !c.syslog.tls_key)) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `syslog.tls_port (${c.syslog.tls_port}) needs syslog.tls_cert and syslog.tls_key`);
+  }
+  const ports = (['tcp_port', 'tls_port', 'relp_port'] as const).filter((k) => c.syslog[k] !== 0);
+  for (const k of ports) {
+    const clash = ports.find((o) => o !== k && c.syslog[o] === c.syslog[k]);
+    if (clash) throw new LogdError('LOGD_CONFIG_INVALID', `syslog.${k} and syslog.${clash} are both ${c.syslog[k]}`);
+  }
+}
+
+/** An address or CIDR block as [address, prefix, family], or undefined. */
+export function parseCidr(cidr: string): [string, number, 'ipv4' | 'ipv6'] | undefined {
+  const [addr, bits, extra] = cidr.split('/');
+  const family = isIP(addr);
+  if (!family || extra !== undefined) return undefined;
+  const max = family === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+  return prefix >= 0 && prefix <= max ? [addr, prefix, family === 4 ? 'ipv4' : 'ipv6'] : undefined;
 }
 
 function deepFreeze<T extends object>(o: T): T {

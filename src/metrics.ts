@@ -26,7 +26,31 @@ export const httpDuration = new Histogram({
   buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
 });
 
-export const logsAccepted = new Counter({ name: 'logd_logs_accepted_total', help: 'logs acknowledged with 200 (in the stream)' });
+export const logsAccepted = new Counter({ name: 'logd_logs_accepted_total', help: 'logs in the stream: acknowledged with 2xx, or appended from syslog' });
+
+export const listenerMessages = new Counter({
+  name: 'logd_listener_messages_total',
+  help: 'messages received by the listeners that take no token (tcp, udp, tls, relp: syslog; journal: POST /upload entries)',
+  labelNames: ['listener'] as const,
+});
+
+export const listenerDropped = new Counter({
+  name: 'logd_listener_dropped_total',
+  help: 'messages a listener received and could not store, by reason (backlog, unavailable: the stream refused them; only UDP drops: TCP, TLS and RELP stop reading instead; duplicate: journal entries resent and already stored)',
+  labelNames: ['listener', 'reason'] as const,
+});
+
+export const listenerRefused = new Counter({
+  name: 'logd_listener_refused_total',
+  help: 'connections, datagrams and uploads refused by a listener, by reason (allow: source not in its allow list; max_connections: syslog.max_connections reached)',
+  labelNames: ['listener', 'reason'] as const,
+});
+
+export const listenerConnections = new Gauge({
+  name: 'logd_listener_connections',
+  help: 'open TCP, TLS and RELP syslog connections',
+  labelNames: ['listener'] as const,
+});
 
 export const logsRefused = new Counter({
   name: 'logd_logs_refused_total',

@@ -48,6 +48,8 @@ t.test('sources: flags > LOGD_* > reference env > file > defaults', async (t) =>
   t.same([ref.postgres.user, ref.postgres.password, ref.postgres.database, ref.redis.host, ref.redis.port], ['u', 'p', 'd', 'r', 6380]);
   t.same(loadConfig(tmpToml('[retention]\nby_level = { DEBUG = 3, ERROR = 90 }\n'), {}).retention.by_level, { DEBUG: 3, ERROR: 90 }, 'a per-level table from the file');
   t.same(loadConfig(undefined, { LOGD_RETENTION_BY_LEVEL: 'debug=3, ERROR = 90' }).retention.by_level, { DEBUG: 3, ERROR: 90 }, 'and from LEVEL=N pairs in the environment');
+  t.same(loadConfig(undefined, { LOGD_SYSLOG_ALLOW: '10.0.0.0/8, 192.0.2.7,2001:db8::/32' }).syslog.allow, ['10.0.0.0/8', '192.0.2.7', '2001:db8::/32'], 'a list from the environment: separated by commas');
+  t.same(loadConfig(tmpToml('[journal]\nfields = ["_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER"]\n'), {}).journal.fields, ['_SYSTEMD_UNIT', 'SYSLOG_IDENTIFIER'], 'and from the file');
 });
 
 t.test('bad values fail with a message naming the key', async (t) => {
@@ -65,6 +67,11 @@ t.test('bad values fail with a message naming the key', async (t) => {
     ['by_level from env, malformed', () => loadConfig(undefined, { LOGD_RETENTION_BY_LEVEL: 'DEBUG:3' }), /LOGD_RETENTION_BY_LEVEL \(retention\.by_level\) must be LEVEL=N pairs/],
     ['partition wider than a day', () => loadConfig(undefined, { LOGD_STORAGE_PARTITION_HOURS: '48' }), /storage\.partition_hours must be <= 24/],
     ['negative disk budget', () => loadConfig(undefined, { LOGD_RETENTION_MAX_BYTES: '-1' }), /retention\.max_bytes must be >= 0/],
+    ['prefix past 32 bits', () => loadConfig(undefined, { LOGD_SYSLOG_ALLOW: '10.0.0.0/33' }), /syslog\.allow has "10\.0\.0\.0\/33", which is not an address or CIDR block/],
+    ['a host name in an allow list', () => loadConfig(tmpToml('[journal]\nallow = ["vm1.example.com"]\n'), {}), /journal\.allow has "vm1\.example\.com"/],
+    ['an allow list that is not a list', () => loadConfig(tmpToml('[syslog]\nallow = "10.0.0.0/8"\n'), {}), /syslog\.allow must be array/],
+    ['TLS without a certificate', () => loadConfig(undefined, { LOGD_SYSLOG_TLS_PORT: '6514' }), /syslog\.tls_port \(6514\) needs syslog\.tls_cert and syslog\.tls_key/],
+    ['two syslog listeners on one port', () => loadConfig(undefined, { LOGD_SYSLOG_TCP_PORT: '5140', LOGD_SYSLOG_RELP_PORT: '5140' }), /syslog\.tcp_port and syslog\.relp_port are both 5140/],
   ];
   for (const [name, fn, msg] of cases) t.throws(fn, { code: 'LOGD_CONFIG_INVALID', message: msg }, name);
 });

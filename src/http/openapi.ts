@@ -82,7 +82,7 @@ function operation(route: Route): object {
     operationId: `${route.method}${route.path.replace(/[^a-zA-Z0-9]+(.)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
     ...(route.scope === 'public' ? { security: [] } : { security: [{ bearer: [route.scope] }] }),
     ...(parameters.length ? { parameters } : {}),
-    ...(route.body ? { requestBody: { required: true, content: { 'application/json': { schema: toOpenApi(route.body) } } } } : {}),
+    ...(route.body ? { requestBody: { required: true, content: { [route.bodyType ?? 'application/json']: { schema: toOpenApi(route.body) } } } } : {}),
     responses: {
       200: {
         description: route.ok.description,

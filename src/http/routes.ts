@@ -12,6 +12,7 @@ import type { ReadPool } from '../read/db';
 import type { Authenticator } from './auth';
 import { health } from './health';
 import { ingest } from './ingest';
+import { upload, type Upload } from './upload';
 import { LogdError, type ErrorCode } from '../errors';
 import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
@@ -37,6 +38,8 @@ export interface Context {
   cache: Cache;
   /** invalidates cached reads (a purge) */
   versions: Versions;
+  /** POST /upload's allow list and journal fields */
+  upload: Upload;
 }
 
 export type Scope = 'ingest' | 'read' | 'admin' | 'public';
@@ -51,8 +54,10 @@ export interface Route {
   description?: string;
   /** JSON Schema (type object) of the query parameters, as the handler validates them */
   query?: object;
-  /** JSON Schema of the JSON body */
+  /** JSON Schema of the body */
   body?: object;
+  /** the body's media type, when not application/json */
+  bodyType?: string;
   /** the 200 answer */
   ok: { description: string; schema?: object; contentType?: string };
   /** catalogue errors the route answers (auth, header and LOGD_INTERNAL errors are added for every route) */
@@ -88,6 +93,17 @@ export const ROUTES: Route[] = [
     ok: { description: 'accepted', schema: batchReceivedSchema },
     errors: INGEST_ERRORS,
     handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req),
+  },
+  {
+    method: 'post', path: '/upload', scope: 'public',
+    summary: 'Upload journal entries (systemd-journal-upload)',
+    description: 'The journal export format, as systemd-journal-upload sends it (chunked). No token: the source address must be in journal.allow (behind nginx, restrict /upload there). '
+      + 'An entry resent after a failed upload (same __SEQNUM_ID, a __SEQNUM already stored) is skipped. A body that breaks the format gets 400 naming the byte offset; the entries before it are stored.',
+    body: { type: 'string', format: 'binary' },
+    bodyType: 'application/vnd.fdo.journal',
+    ok: { description: 'stored: "OK: N entries stored, M already stored"', contentType: 'text/plain; charset=utf-8' },
+    errors: ['LOGD_SOURCE_NOT_ALLOWED', 'LOGD_UNSUPPORTED_MEDIA_TYPE', 'LOGD_JOURNAL_INVALID', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL'],
+    handle: (x, req, ctx) => upload(ctx.cfg, ctx.queue, ctx.upload, x, req),
   },
   {
     method: 'get', path: '/api/logs/:device_id', scope: 'read',

@@ -1,14 +1,16 @@
-/** The HTTP worker process: Redis for the stream, the cache, two PostgreSQL pools for reads and /health, the uWS server. */
+/** The HTTP worker process: Redis for the stream, the cache, two PostgreSQL pools for reads and /health, the uWS server, the syslog listeners. */
 import { Cache } from '../cache/cache';
 import { Versions } from '../cache/versions';
 import type { Config } from '../config';
 import { redisClient } from '../connections';
+import { startSyslog, type SyslogListeners } from '../listen/syslog';
 import type { Logger } from '../log';
 import { Queue } from '../queue/stream';
 import { readPools } from '../read/db';
 import type { RoleMain } from '../supervisor/child';
 import { Authenticator } from './auth';
 import { startServer, type Server } from './server';
+import { uploadOptions } from './upload';
 
 /** How often a draining worker looks whether its last request is answered. */
 const DRAIN_POLL_MS = 10;
@@ -21,19 +23,24 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
   const auth = new Authenticator(redis, log, cfg.auth.mode === 'open');
   const cache = new Cache(cfg, log);
   let server: Server | undefined;
+  let syslog: SyslogListeners | undefined;
   return {
     async start() {
       await redis.connect();
       await auth.start();
       cache.start();
-      server = await startServer({ cfg, queue: new Queue(redis, cfg), reads, scans, auth, cache, versions: new Versions(redis, cfg) });
+      const queue = new Queue(redis, cfg);
+      server = await startServer({ cfg, queue, reads, scans, auth, cache, versions: new Versions(redis, cfg), upload: uploadOptions(cfg) });
+      syslog = await startSyslog(cfg, queue, log);
     },
     async stop() {
       server?.stopListening();
       // Keep answering (with Connection: close) for server.drain_ms, so a proxy's pooled connections are used once
       // and closed by their last answer instead of being reset when the worker exits.
       const until = Date.now() + cfg.server.drain_ms;
+      const syslogStopped = syslog?.stop(until);
       while (server && (server.inflight() > 0 || Date.now() < until)) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+      await syslogStopped;
       auth.stop();
       cache.stop();
       redis.disconnect();

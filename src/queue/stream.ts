@@ -19,6 +19,7 @@ const script = (name: string): string => readFileSync(rootPath('src', 'queue', '
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string, summary: string): Result<string, Context>;
+    logdAppendOnce(stream: string, backlog: string, marks: string, limit: number, n: number, rows: string, summary: string, ...ranges: string[]): Result<string, Context>;
     logdAck(stream: string, backlog: string, group: string, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
     logdReplay(stream: string, backlog: string, dead: string, deadId: string): Result<string, Context>;
     logdDead(stream: string, backlog: string, dead: string, group: string, id: string, n: number, error: string, ...fields: string[]): Result<string | null, Context>;
@@ -28,6 +29,7 @@ declare module 'ioredis' {
 /** Registers logd's scripts on a client (EVALSHA, loaded on first use). */
 export function defineScripts(redis: Redis): void {
   redis.defineCommand('logdAppend', { numberOfKeys: 2, lua: script('append') });
+  redis.defineCommand('logdAppendOnce', { numberOfKeys: 3, lua: script('append-once') });
   redis.defineCommand('logdAck', { numberOfKeys: 2, lua: script('ack') });
   redis.defineCommand('logdDead', { numberOfKeys: 3, lua: script('dead') });
   redis.defineCommand('logdReplay', { numberOfKeys: 3, lua: script('replay') });
@@ -47,26 +49,66 @@ export interface DeadLetter {
 }
 
 
+/** Entries of one numbered source in a frame. */
+export interface SourceRange {
+  source: string;
+  first: bigint;
+  last: bigint;
+}
+
+/** appendOnce found entries of `source` up to `stored` already in the stream. */
+export class Stale extends Error {
+  constructor(readonly source: string, readonly stored: bigint) {
+    super(`entries of ${source} up to ${stored} are stored already`);
+  }
+}
+
 export class Queue {
   readonly stream: string;
   readonly backlogKey: string;
   readonly group: string;
   readonly deadStream: string;
+  /** highest sequence number stored per numbered source (append-once.lua) */
+  readonly marksKey: string;
 
   constructor(readonly redis: Redis, cfg: Config) {
     this.stream = cfg.redis.stream;
     this.backlogKey = `${cfg.redis.stream}:backlog`;
     this.group = cfg.queue.group;
     this.deadStream = cfg.queue.dead_stream;
+    this.marksKey = `${cfg.redis.stream}:marks`;
     defineScripts(redis);
   }
 
   /** Appends a frame; resolves to its entry ID once Redis has it. */
   async append(limit: number, frame: EncodedFrame): Promise<string> {
+    return this.appending(() => this.redis.logdAppend(this.stream, this.backlogKey, limit, frame.n, frame.rows, frame.summary));
+  }
+
+  /**
+   * Appends a frame of numbered entries (per source, numbers first..last)
+   * unless a source's first number is already stored: then it rejects with
+   * Stale, naming the highest number stored, and appends nothing.
+   */
+  async appendOnce(limit: number, frame: EncodedFrame, ranges: SourceRange[]): Promise<string> {
+    const args = ranges.flatMap((r) => [r.source, String(r.first), String(r.last)]);
+    return this.appending(() => this.redis.logdAppendOnce(this.stream, this.backlogKey, this.marksKey, limit, frame.n, frame.rows, frame.summary, ...args));
+  }
+
+  /** The highest number stored of each source (undefined: none). */
+  async marks(sources: string[]): Promise<(bigint | undefined)[]> {
+    if (!sources.length) return [];
+    const got = await this.redis.hmget(this.marksKey, ...sources);
+    return got.map((v) => (v === null ? undefined : BigInt(v)));
+  }
+
+  private async appending(run: () => Promise<string>): Promise<string> {
     try {
-      return await this.redis.logdAppend(this.stream, this.backlogKey, limit, frame.n, frame.rows, frame.summary);
+      return await run();
     } catch (err) {
       const msg = (err as Error).message ?? '';
+      const stale = /^LOGDSTALE (.*) (\d+)$/.exec(msg);
+      if (stale) throw new Stale(stale[1], BigInt(stale[2]));
       if (msg.includes('LOGDBACKLOG') || msg.startsWith('OOM')) {
         throw new LogdError('LOGD_BACKLOG_FULL', undefined, { cause: err });
       }

@@ -146,6 +146,13 @@ export function postAlone(port: number, path: string, body: Buffer): Promise<{ s
   });
 }
 
+/** The value of one sample of logd's /metrics (`name{labels}`, labels as logd writes them), or undefined. */
+export async function metric(logd: Logd, series: string): Promise<number | undefined> {
+  const text = (await request(`${logd.url}/metrics`)).text;
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
 /** Rows of `logs` (waits until `count` are there when given). */
 export async function waitRows(pg: PostgresServer, count: number, where = 'TRUE', params: unknown[] = []): Promise<any[]> {
   return waitFor(`${count} rows in logs where ${where}`, async () => {

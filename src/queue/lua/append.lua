@@ -9,7 +9,7 @@
   ARGV[1] backlog limit, in logs
   ARGV[2] number of logs in the frame
   ARGV[3] frame rows (COPY text)
-  ARGV[4] frame summary (JSON, see src/persist/summary.ts)
+  ARGV[4] frame summary (JSON, see src/queue/frame.ts)
 
   Returns the new entry's ID.
   Errors: "LOGDBACKLOG <backlog>" when the backlog is at or over the limit.
