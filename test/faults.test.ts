@@ -4,18 +4,21 @@
  * per log, injects one kind of fault, and then checks the promise: the rows
  * in PostgreSQL are exactly the logs that got a 2xx (none lost, none twice).
  * Graceful outages first (1-7), then crashes (8-10): redis-server killed with
- * SIGKILL, PostgreSQL stopped in immediate mode. Each scenario prints
+ * SIGKILL, PostgreSQL stopped in immediate mode; 11: the syslog listeners and
+ * POST /upload through a Redis outage. Each scenario prints
  * `acknowledged persisted duplicates lost`. Waits are on conditions with
  * deadlines, never fixed sleeps; the only timed pauses are the fault schedule
  * itself (random kill moments, seeded: rerun with LOGD_TEST_SEED=<seed> to
  * replay).
  */
+import net from 'node:net';
 import t, { type Test } from 'tap';
 import type Redis from 'ioredis';
 import {
-  cleanupAll, startPostgres, startRedis, waitFor, type PostgresOptions, type PostgresServer, type RedisOptions, type RedisServer,
+  cleanupAll, freePort, startPostgres, startRedis, waitFor, type PostgresOptions, type PostgresServer, type RedisOptions, type RedisServer,
 } from './helpers/services';
 import { postJson, startLogd, type Logd } from './helpers/logd';
+import { exportBody } from './helpers/journal';
 import {
   BACKLOG, DEAD, GROUP, STREAM, copyRow, fieldsOf, health, prng, startTrackedLoad, stopLogd, streamState, tally, tallyLine,
   testRedis, testSeed, waitDrained, type Attempt, type LoadOptions, type Tally, type TrackedLoad,
@@ -25,7 +28,7 @@ const seed = testSeed();
 const random = prng(seed);
 t.comment(`seed ${seed} (replay with LOGD_TEST_SEED=${seed})`);
 t.teardown(cleanupAll);
-// Ten scenarios, each on its own services, and the persister's restart backoff in scenario 1: more than
+// Eleven scenarios, each on its own services, and the persister's restart backoff in scenario 1: more than
 // the suite's default of 240 s per file on a busy 2-core machine.
 t.setTimeout(360_000);
 
@@ -493,4 +496,55 @@ t.test('10. PostgreSQL stopped in immediate mode (SIGQUIT) under load, fsync and
     'ingest answered 200 throughout: Redis holds the logs while PostgreSQL is down');
   await drained(t, rg.r, 30_000);
   verdict(t, 'scenario 10 (PostgreSQL immediate stop)', await tally(rg.pg, 's10', report.acked, report.attempted));
+});
+
+t.test('11. syslog (TCP, RELP) and journal upload while Redis is down: TCP and RELP wait, uploads get 503, nothing lost or doubled', async (t) => {
+  const [tcp, relp] = [await freePort(), await freePort()];
+  const rg = await rig(t, { workers: 1, env: { LOGD_SYSLOG_TCP_PORT: String(tcp), LOGD_SYSLOG_RELP_PORT: String(relp) } });
+  const { redis, pg, logd } = rg;
+  const line = (device: string, i: number): string => `<14>1 2026-12-01T10:00:00Z ${device} app - - - line ${i}`;
+  const octets = (device: string, from: number, to: number): string =>
+    Array.from({ length: to - from }, (_, k) => line(device, from + k)).map((l) => `${Buffer.byteLength(l)} ${l}`).join('');
+  const messages = async (device: string): Promise<string[]> =>
+    (await pg.query<{ message: string }>('SELECT message FROM logs WHERE device_id = $1 ORDER BY id', [device])).map((r) => r.message);
+  const upload = (body: Buffer): Promise<{ status: number; retry?: string }> => fetch(`${logd.url}/upload`, {
+    method: 'POST', headers: { 'content-type': 'application/vnd.fdo.journal' }, body,
+  }).then(async (r) => ({ status: r.status, retry: r.headers.get('retry-after') ?? undefined, text: await r.text() }));
+
+  const sock = net.connect(tcp, '127.0.0.1');
+  const relpSock = net.connect(relp, '127.0.0.1');
+  const acks: string[] = [];
+  relpSock.on('data', (d) => acks.push(...d.toString().split('\n').filter(Boolean)));
+  const offers = 'relp_version=0\nrelp_software=test\ncommands=syslog';
+  relpSock.write(`1 open ${offers.length} ${offers}\n`);
+  let txnr = 1;
+  const relpSend = (from: number, to: number): void => {
+    let out = '';
+    for (let i = from; i < to; i++) out += `${++txnr} syslog ${Buffer.byteLength(line('s11-relp', i))} ${line('s11-relp', i)}\n`;
+    relpSock.write(out);
+  };
+  const acked = (): number => acks.filter((a) => / rsp 6 200 OK$/.test(a)).length;
+
+  sock.write(octets('s11-tcp', 0, 1000));
+  relpSend(0, 500);
+  await waitFor('the first lines stored', async () => (await messages('s11-tcp')).length === 1000 && acked() === 500);
+  await redis.stop();
+  sock.write(octets('s11-tcp', 1000, 2000));
+  relpSend(500, 1000);
+  const refused = await upload(exportBody('a'.repeat(32), 1, 300, 's11-journal'));
+  t.equal(refused.status, 503, 'an upload while Redis is down: 503');
+  t.ok(refused.retry, 'with Retry-After');
+  t.equal(acked(), 500, 'RELP: nothing acknowledged while Redis is down');
+  await redis.start();
+  sock.end(octets('s11-tcp', 2000, 3000));
+  await waitFor('the upload again, as journal-upload retries, to get 200', async () => (await upload(exportBody('a'.repeat(32), 1, 300, 's11-journal'))).status === 200, 20_000, 200);
+  t.equal((await upload(exportBody('a'.repeat(32), 1, 300, 's11-journal'))).status, 200, 'and a resend of the same entries: 200');
+  await waitFor('RELP: every message acknowledged', () => acked() === 1000, 30_000);
+  const want = (n: number): string[] => Array.from({ length: n }, (_, i) => `line ${i}`);
+  await waitFor('all rows', async () => (await messages('s11-tcp')).length >= 3000 && (await messages('s11-relp')).length >= 1000, 30_000);
+  await drained(t, rg.r, 30_000);
+  t.same(await messages('s11-tcp'), want(3000), 'TCP: every line once, in order');
+  t.same(await messages('s11-relp'), want(1000), 'RELP: every line once, in order');
+  t.same(await messages('s11-journal'), Array.from({ length: 300 }, (_, i) => `entry ${i + 1}`), 'journal: every entry once');
+  relpSock.destroy();
 });

@@ -31,7 +31,7 @@ export interface BatcherOptions<T> {
   stored?(tags: T[]): void;
   /** stop (true) or resume (false) reading the source; absent: the source cannot wait, so refused messages are dropped */
   pause?(paused: boolean): void;
-  /** an append failed (logged by the caller; called once per failure streak) */
+  /** an append failed (called once per streak of failures) */
   failed?(err: LogdError): void;
 }
 
@@ -43,6 +43,8 @@ export class Batcher<T = undefined> {
   private sending = false;
   private paused = false;
   private retryMs = RETRY_MIN_MS;
+  /** the last append failed (failed() is called once per streak) */
+  private failing = false;
   private idle: (() => void)[] = [];
 
   constructor(private readonly o: BatcherOptions<T>) {}
@@ -92,15 +94,16 @@ export class Batcher<T = undefined> {
       () => {
         logsAccepted.inc(frame.n);
         this.retryMs = RETRY_MIN_MS;
+        this.failing = false;
         this.o.stored?.(tags);
         this.done();
       },
       (err) => {
         const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
-        if (this.retryMs === RETRY_MIN_MS) this.o.failed?.(e);
+        if (!this.failing) this.o.failed?.(e);
+        this.failing = true;
         if (!this.o.pause) {
           listenerDropped.inc({ listener: this.o.listener, reason: e.code === 'LOGD_BACKLOG_FULL' ? 'backlog' : 'unavailable' }, frame.n);
-          this.retryMs = RETRY_MAX_MS; // report once per streak
           this.done();
           return;
         }

@@ -153,6 +153,7 @@ export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promi
     });
     let closing = false;
     const handle = (f: RelpFrame, now: number): void => {
+      if (f.txnr === 0) return; // a hint: never answered
       switch (f.command) {
         case 'open':
           return write(relpResponse(f.txnr, 200, 'OK', RELP_OPEN_OFFERS));

@@ -82,7 +82,7 @@ export class Queue {
 
   /** Appends a frame; resolves to its entry ID once Redis has it. */
   async append(limit: number, frame: EncodedFrame): Promise<string> {
-    return this.appending(() => this.redis.logdAppend(this.stream, this.backlogKey, limit, frame.n, frame.rows, frame.summary));
+    return this.command(() => this.redis.logdAppend(this.stream, this.backlogKey, limit, frame.n, frame.rows, frame.summary));
   }
 
   /**
@@ -92,17 +92,18 @@ export class Queue {
    */
   async appendOnce(limit: number, frame: EncodedFrame, ranges: SourceRange[]): Promise<string> {
     const args = ranges.flatMap((r) => [r.source, String(r.first), String(r.last)]);
-    return this.appending(() => this.redis.logdAppendOnce(this.stream, this.backlogKey, this.marksKey, limit, frame.n, frame.rows, frame.summary, ...args));
+    return this.command(() => this.redis.logdAppendOnce(this.stream, this.backlogKey, this.marksKey, limit, frame.n, frame.rows, frame.summary, ...args));
   }
 
   /** The highest number stored of each source (undefined: none). */
   async marks(sources: string[]): Promise<(bigint | undefined)[]> {
     if (!sources.length) return [];
-    const got = await this.redis.hmget(this.marksKey, ...sources);
+    const got = await this.command(() => this.redis.hmget(this.marksKey, ...sources));
     return got.map((v) => (v === null ? undefined : BigInt(v)));
   }
 
-  private async appending(run: () => Promise<string>): Promise<string> {
+  /** Runs a command of the ingest path, its failures as catalogue errors (Stale as it is). */
+  private async command<T>(run: () => Promise<T>): Promise<T> {
     try {
       return await run();
     } catch (err) {
