@@ -34,7 +34,7 @@ t.test('openapi', async (t) => {
       for (const m of route.path.matchAll(/:([a-z_]+)/g)) {
         t.ok(op.parameters.some((p: { name: string; in: string }) => p.name === m[1] && p.in === 'path'), `${path}: path parameter ${m[1]}`);
       }
-      if (route.body) t.ok(op.requestBody.content['application/json'].schema, `${path}: request body`);
+      if (route.body) t.ok(op.requestBody.content[route.bodyType ?? 'application/json'].schema, `${path}: request body (${route.bodyType ?? 'application/json'})`);
     }
   });
 

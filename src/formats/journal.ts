@@ -189,9 +189,12 @@ export class JournalParser {
   /**
    * The fast path: the text lines from chunk[i] to the end of their entry,
    * when that end is in the chunk, read from one decoded string (two native
-   * calls per entry instead of two per field). It stops before a line the
-   * byte path must read (a binary field, a bad name) and does not start on
-   * text with U+FFFD, whose bytes may not be UTF-8. Returns where to go on.
+   * calls per entry instead of two per field). The values are slices of that
+   * string and keep all of it alive, so it is taken only for entries no
+   * longer than maxFieldBytes, which hold no value to omit. It stops before
+   * a line the byte path must read (a binary field, a bad name) and does not
+   * start on text with U+FFFD, whose bytes may not be UTF-8. Returns where
+   * to go on.
    */
   private decodeEntry(chunk: Buffer, i: number, entries: JournalEntry[]): number {
     const e = chunk.indexOf(LFLF, i);
@@ -199,8 +202,8 @@ export class JournalParser {
       this.slowUntil = chunk.length;
       return i;
     }
-    const s = chunk.toString('utf8', i, e + 1);
-    if (s.includes('\uFFFD')) {
+    const s = e + 1 - i <= this.maxFieldBytes ? chunk.toString('utf8', i, e + 1) : undefined;
+    if (s === undefined || s.includes('\uFFFD')) {
       this.slowUntil = e + 2;
       return i;
     }
@@ -216,13 +219,8 @@ export class JournalParser {
         this.slowUntil = at + 1;
         return at;
       }
-      const value = s.slice(p + 1, lf);
-      const size = ascii || value.length * 3 <= this.maxFieldBytes ? value.length : Buffer.byteLength(value);
-      if (size > this.maxFieldBytes) this.omitted.push(s.slice(a, p));
-      else {
-        this.names.push(s.slice(a, p));
-        this.values.push(value);
-      }
+      this.names.push(s.slice(a, p));
+      this.values.push(s.slice(p + 1, lf));
       a = lf + 1;
     }
     this.endEntry(entries);
@@ -413,8 +411,10 @@ export function journalDraft(entry: JournalEntry, allow: ReadonlySet<string> | n
     const seqnum = CURSOR_SEQNUM.exec(out.cursor);
     if (seqnum !== null) out.seqnum ??= BigInt(`0x${seqnum[1]}`);
   }
-  const omitted = entry.omitted.filter((name) => allow === null || allow.has(name) || MAPPED.has(name) || name.startsWith('__'));
-  if (omitted.length > 0) data.fields_omitted = omitted;
+  if (entry.omitted.length > 0) {
+    const omitted = entry.omitted.filter((name) => allow === null || allow.has(name) || MAPPED.has(name) || name.startsWith('__'));
+    if (omitted.length > 0) data.fields_omitted = omitted;
+  }
   return out;
 }
 

@@ -113,7 +113,10 @@ function rfc5424(d: Draft, s: string, line: string): void {
     return;
   }
   const text = s.slice(sd.end + 1);
-  d.message = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+  // rsyslog's %msg% (in its RSYSLOG_SyslogProtocol23Format) keeps the space that followed an RFC 3164 tag's
+  // colon, so its MSG starts with one more space than the sender wrote: that one space is dropped.
+  const first = text.charCodeAt(0) === 0xfeff || text.charCodeAt(0) === 0x20 ? 1 : 0;
+  d.message = text.slice(first);
 }
 
 type Params = Record<string, string | string[]>;
