@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import Redis from 'ioredis';
 import t from 'tap';
 import { freePort, waitFor } from './helpers/services';
-import { metric, startLogd, startStack, waitRows } from './helpers/logd';
+import { metric, startLogd, startStack } from './helpers/logd';
 
 const octets = (lines: string[]): Buffer => Buffer.concat(lines.map((l) => {
   const b = Buffer.from(l);
@@ -124,7 +124,7 @@ t.test('syslog listeners', async (t) => {
     const said = answers.join('');
     t.match(said, /^1 rsp \d+ 200 OK\nrelp_version=0\nrelp_software=logd\ncommands=syslog\n2 rsp 6 200 OK\n3 rsp 6 200 OK\n4 rsp 6 200 OK\n/, 'RELP: open answered, each message acknowledged, then the close');
     for (const [device, message] of [['udp-1', 'over udp'], ['tls-1', 'over tls'], ['relp-1', 'one']]) {
-      const [row] = await waitFor(`${device}`, async () => { const x = await rowsOf(device); return x.length && x; });
+      const [row] = await waitFor(`${device}`, async () => { const x = await rowsOf(device); return x.length > 0 && x; });
       t.equal(row.message, message, device);
     }
     t.same((await rowsOf('relp-1')).map((x) => x.message), ['one', 'two'], 'acknowledged RELP messages are in PostgreSQL');

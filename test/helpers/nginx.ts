@@ -15,13 +15,12 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
 import * as https from 'node:https';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
 import { ROOT, type Logd } from './logd';
-import { cleanupAll, freePort, startPostgres, startRedis, waitFor, type PostgresServer, type RedisServer } from './services';
+import { cleanupAll, freePort, startPostgres, startRedis, waitFor, killWhenOrphaned, type PostgresServer, type RedisServer } from './services';
 
 const execFileP = promisify(execFile);
 
@@ -106,16 +105,6 @@ process.on('exit', () => {
   for (const p of running) p.kill('SIGTERM');
 });
 
-/** Sends SIGTERM to `pid` when our end of its stdin closes without "done" having been written first. */
-function watchdog(pid: number): ChildProcess {
-  const wd = spawn('/bin/sh', ['-c', `read -r line || kill -TERM ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
-  wd.on('error', () => undefined);
-  wd.stdin!.on('error', () => undefined);
-  wd.unref();
-  if (wd.stdin instanceof net.Socket) wd.stdin.unref();
-  return wd;
-}
-
 function tail(file: string, lines = 20): string {
   try {
     return fs.readFileSync(file, 'utf8').split('\n').slice(-lines).join('\n').trimEnd();
@@ -162,7 +151,7 @@ async function launch(opts: RenderOptions, port: number, tlsPort?: number): Prom
     fs.closeSync(fd);
   }
   running.add(proc);
-  const wd = watchdog(proc.pid!);
+  const wd = killWhenOrphaned(proc.pid!);
   let exitReason: string | undefined;
   const exited = new Promise<void>((resolve) => proc.once('exit', (code, signal) => {
     exitReason = signal ? `killed by ${signal}` : `exited with code ${code}`;

@@ -794,3 +794,13 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
     throw err;
   }
 }
+
+/** Sends SIGTERM to `pid` when our end of its stdin closes without "done" having been written first. */
+export function killWhenOrphaned(pid: number): ChildProcess {
+  const wd = spawn('/bin/sh', ['-c', `read -r line || kill -TERM ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  wd.on('error', () => undefined);
+  wd.stdin!.on('error', () => undefined);
+  wd.unref();
+  if (wd.stdin instanceof net.Socket) wd.stdin.unref();
+  return wd;
+}

@@ -36,9 +36,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killWhenOrphaned } from './services';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 export const GUIDE = path.join(ROOT, 'docs', 'collect-vm-logs.md');
@@ -167,16 +167,6 @@ process.on('exit', () => {
   for (const p of running) p.kill('SIGTERM');
 });
 
-/** Sends SIGTERM to `pid` when our end of its stdin closes without "done" having been written first. */
-function watchdog(pid: number): ChildProcess {
-  const wd = spawn('/bin/sh', ['-c', `read -r line || kill -TERM ${pid} 2>/dev/null`], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
-  wd.on('error', () => undefined);
-  wd.stdin!.on('error', () => undefined);
-  wd.unref();
-  if (wd.stdin instanceof net.Socket) wd.stdin.unref();
-  return wd;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls `fn` every 25 ms until it returns true; throws what `abort` returns, or a timeout error. */
@@ -304,7 +294,7 @@ async function launch(spec: SpawnSpec): Promise<Shipper> {
     spawnError = err;
     exitReason ??= `could not start: ${err.message}`;
   });
-  const wd = proc.pid === undefined ? undefined : watchdog(proc.pid);
+  const wd = proc.pid === undefined ? undefined : killWhenOrphaned(proc.pid);
   const exited = new Promise<void>((resolve) => {
     const done = (): void => {
       running.delete(proc);
