@@ -125,7 +125,8 @@ const tsParam = (t: number): string | null => (Number.isFinite(t) ? new Date(t).
 
 /**
  * Drops one unit in one transaction, rollups adjusted; the record of the
- * drop, or undefined when a lock was not granted in time (next pass).
+ * drop, or undefined when a lock was not granted in time or the drop lost a
+ * deadlock (next pass).
  */
 export async function dropUnit(db: pg.ClientBase, u: Unit, reason: DropReason): Promise<DropRecord | undefined> {
   const table = u.leaf?.name ?? u.partition.name;
@@ -159,7 +160,10 @@ export async function dropUnit(db: pg.ClientBase, u: Unit, reason: DropReason): 
     return { partition: table, from: u.partition.from, to: u.partition.to, levels: levels ?? undefined, rows, bytes, reason, retentionDays: u.days, at: Date.now() };
   } catch (err) {
     await db.query('ROLLBACK').catch(() => undefined);
-    if ((err as { code?: string }).code === '55P03') return undefined; // lock_not_available
+    // lock_not_available; deadlock_detected: a COPY routing rows into the table held the parent (it locks the
+    // parent, then the partition; the drop holds the partition and then needs the parent). Either way: next pass.
+    const code = (err as { code?: string }).code;
+    if (code === '55P03' || code === '40P01') return undefined;
     throw err;
   }
 }
