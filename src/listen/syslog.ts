@@ -10,8 +10,8 @@
  *
  * Plain TCP and TLS have no acknowledgement: what the kernel had received
  * when logd died is lost. On stop, each connection is read until it has
- * been quiet for QUIET_MS (bounded by the shutdown deadline), so what a
- * sender had written before logd stopped listening is stored. RELP
+ * been quiet for QUIET_MS or the deadline passes, then closed, and what was
+ * read is stored before the worker exits. RELP
  * acknowledges a message only once its frame is in the stream.
  */
 import dgram from 'node:dgram';
@@ -34,6 +34,8 @@ type Listener = 'tcp' | 'udp' | 'tls' | 'relp';
 
 /** On stop, a connection is read until it sends nothing for this long, in ms. */
 const QUIET_MS = 200;
+/** After the connections are closed, the longest stop() waits for what they sent to be stored, in ms. */
+const FINAL_DRAIN_MS = 2000;
 /** The accepted window is computed again after this long, in ms. */
 const WINDOW_MS = 1000;
 
@@ -251,10 +253,11 @@ export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promi
       for (const server of servers) server.close();
       udp?.close();
       const all = Promise.all([...conns].map((c) => c.finish()).concat(udpBatcher ? [udpBatcher.drain()] : []));
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([all, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now()))))]);
-      clearTimeout(timer);
+      const until = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
+      await Promise.race([all, until(Math.max(0, deadline - Date.now()))]);
+      // A sender that never paused: stop reading it, and store what was read before the worker exits.
       for (const c of conns) c.socket.destroy();
+      await Promise.race([all, until(FINAL_DRAIN_MS)]);
     },
   };
 }
