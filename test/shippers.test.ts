@@ -10,6 +10,7 @@
  */
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { isDeepStrictEqual, promisify } from 'node:util';
@@ -28,7 +29,7 @@ const execFileP = promisify(execFile);
 const N = 200;
 /** rsyslog and syslog-ng write the short host name (no FQDN by default) of the machine as HOSTNAME / $HOST. */
 const HOST = os.hostname().split('.')[0].slice(0, 50);
-/** What logd's [queue] max_backlog is by default. */
+/** logd's [queue] max_backlog, in logs. */
 const MAX_BACKLOG = 1_000_000;
 const BACKLOG_KEY = 'logs:stream:backlog';
 
@@ -116,16 +117,26 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
     // Each start gets a new HTTP port, which is in the persister's default consumer name: one name across
     // restarts, as a real restart has, so a killed persister's pending entries are its successor's at once.
     INSTANCE_NAME: 'shippers-test',
+    LOGD_QUEUE_MAX_BACKLOG: String(MAX_BACKLOG),
   };
-  let logd: Logd = await startLogd({ redis, pg, env });
   const shippers: Shipper[] = [];
+  const dirs: string[] = [];
+  const dirFor = async (name: string): Promise<string> => {
+    const dir = await makeShipperDir(name);
+    dirs.push(dir);
+    return dir;
+  };
   const r = new Redis(redis.url);
+  let logd!: Logd; // the running one: started below, again after each stop
   t.teardown(async () => {
     r.disconnect();
     await Promise.all(shippers.map((s) => s.stop()));
-    await kill9(); // also a persister the journal part may have left stopped
+    if (logd) await kill9(logd); // also a persister the journal part may have left stopped
     await cleanupAll();
+    // LOGD_TEST_KEEP_DIRS=1 keeps the daemons' directories (configuration, logs, queues, journal) as for the servers
+    if (process.env.LOGD_TEST_KEEP_DIRS !== '1') await Promise.all(dirs.map((d) => fsp.rm(d, { recursive: true, force: true })));
   });
+  logd = await startLogd({ redis, pg, env });
 
   const cli = async (...args: string[]): Promise<string> =>
     (await execFileP(process.execPath, [LOGD_BIN, ...args], { env: { ...process.env, ...serviceEnv(redis, pg) } })).stdout.trim();
@@ -151,24 +162,15 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
       return rowsOf(part); // checkRows says what is missing
     }
   };
-  /** kill -9 of the whole logd: the primary and its children at once. */
-  const kill9 = async (): Promise<void> => {
-    const children = [...logd.children('http'), ...logd.children('persister')];
-    for (const pid of [logd.proc.pid!, ...children]) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-    }
-    await logd.stop();
-    await waitFor('the killed logd\'s children gone', () => children.every((pid) => !alive(pid)), 10_000);
-  };
   const restart = async (): Promise<void> => { logd = await startLogd({ redis, pg, env }); };
 
   const local = { [DOC.host]: '127.0.0.1' };
   const [rsTcp, rsUdp, rsRelp, ngTcp, ngHttp] = await Promise.all([
-    makeShipperDir('rs-tcp').then((dir) => startRsyslog(dir, snippet('rsyslog-tcp', { ...local, [DOC.tcpPort]: String(tcp) }))),
-    makeShipperDir('rs-udp').then((dir) => startRsyslog(dir, snippet('rsyslog-udp', { ...local, [DOC.udpPort]: String(tcp) }))),
-    makeShipperDir('rs-relp').then((dir) => startRsyslog(dir, snippet('rsyslog-relp', { ...local, [DOC.relpPort]: String(relp) }))),
-    makeShipperDir('ng-tcp').then((dir) => startSyslogNg(dir, snippet('syslog-ng-tcp', { ...local, [DOC.tcpPort]: String(tcp), [DOC.syslogNgDir]: dir }))),
-    makeShipperDir('ng-http').then((dir) => startSyslogNg(dir, snippet('syslog-ng-http', { ...local, [DOC.httpPort]: String(logd.port), [DOC.token]: ingestToken }))),
+    dirFor('rs-tcp').then((dir) => startRsyslog(dir, snippet('rsyslog-tcp', { ...local, [DOC.tcpPort]: String(tcp) }))),
+    dirFor('rs-udp').then((dir) => startRsyslog(dir, snippet('rsyslog-udp', { ...local, [DOC.udpPort]: String(tcp) }))),
+    dirFor('rs-relp').then((dir) => startRsyslog(dir, snippet('rsyslog-relp', { ...local, [DOC.relpPort]: String(relp) }))),
+    dirFor('ng-tcp').then((dir) => startSyslogNg(dir, snippet('syslog-ng-tcp', { ...local, [DOC.tcpPort]: String(tcp), [DOC.syslogNgDir]: dir }))),
+    dirFor('ng-http').then((dir) => startSyslogNg(dir, snippet('syslog-ng-http', { ...local, [DOC.httpPort]: String(logd.port), [DOC.token]: ingestToken }))),
   ]);
   shippers.push(rsTcp, rsUdp, rsRelp, ngTcp, ngHttp);
 
@@ -213,8 +215,13 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
     const received = async (): Promise<number> => (await metric('logd_listener_messages_total{listener="relp"}')) ?? 0;
     const before = await received();
     await feed(rsRelp, part, 0, N / 2);
-    const feeding = feed(rsRelp, part, N / 2, N, true);
-    await waitFor(`logd to receive ${N / 2 + N / 4} lines of ${part}`, async () => (await received()) >= before + N / 2 + N / 4, 10_000);
+    let fed = false;
+    const feeding = feed(rsRelp, part, N / 2, N, true).then(() => { fed = true; });
+    const at = await waitFor(`logd to receive ${N / 2 + N / 4} lines of ${part}`, async () => {
+      const n = (await received()) - before;
+      return n >= N / 2 + N / 4 && n;
+    }, 10_000);
+    t.comment(`${part}: fault after logd had received ${at} lines, ${fed ? 'after' : 'while'} logger was feeding`);
     await fault();
     await feeding; // the rest waits in rsyslog's action queue
     await restart();
@@ -222,18 +229,19 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
   };
 
   await t.test('rsyslog omrelp across a SIGTERM of logd: every line once', async (t) => {
+    // startLogd runs logd with server.drain_ms = 0 (no proxy in front of it); the promise does not depend on it
     const { rows, from } = await relpAcross('relp-term', async () => { t.equal(await logd.stop('SIGTERM'), 0, 'logd exits 0 on SIGTERM'); });
     checkRows(t, 'relp-term', rows, range(0, N), rfc5424('relp-term', from, Date.now()));
   });
 
   await t.test('rsyslog omrelp across a kill -9 of logd: nothing lost (at least once)', async (t) => {
-    const { rows, from } = await relpAcross('relp-kill', kill9);
+    const { rows, from } = await relpAcross('relp-kill', () => kill9(logd));
     const twice = checkRows(t, 'relp-kill', rows, range(0, N), rfc5424('relp-kill', from, Date.now()), true);
     t.comment(`RELP across kill -9: ${N} lines, ${twice} stored twice (resent: their acknowledgement died with logd)`);
   });
 
   await t.test('systemd-journal-upload: resumed after a refused upload and a kill -9 of logd, every entry once', async (t) => {
-    const dir = await makeShipperDir('journal');
+    const dir = await dirFor('journal');
     const state = path.join(dir, 'state');
     const at = BigInt(Date.now() - 60_000) * 1000n; // µs; entry i was written at `at + i`
     const entries = (from: number, to: number): JournalEntry[] => Array.from({ length: to - from + 1 }, (_, k) => {
@@ -248,11 +256,11 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
       log_data: { _BOOT_ID: '0123456789abcdef0123456789abcdef', SYSLOG_IDENTIFIER: 'jrn-app', TEST_N: String(i) },
       us: String(at + BigInt(i)),
     }];
-    const upload = () => runJournalUpload(file, logd.url, state);
     const TOTAL = 5000;
 
     // 1. entries 1..1000 uploaded; journal-upload saves the cursor of entry 1000
     const file = await makeJournal(dir, entries(1, 1000));
+    const upload = () => runJournalUpload(file, logd.url, state);
     let run = await upload();
     t.equal(run.code, 0, `first upload: exit 0 ${run.stderr}`);
     t.equal((await settle('jrn', 1000)).length, 1000, '1000 entries stored');
@@ -277,7 +285,7 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
       t.match(run.stderr, /503/, 'it names the 503');
     } finally {
       // 4. kill -9 with that frame in the stream, unpersisted
-      await kill9();
+      await kill9(logd);
       await r.decrby(BACKLOG_KEY, MAX_BACKLOG - 1);
     }
     await restart();
@@ -297,6 +305,16 @@ t.test('the real shippers, with the guide\'s blocks, into one logd', async (t) =
     t.equal((await settle('jrn', TOTAL)).length, TOTAL, `still ${TOTAL} rows`);
   });
 });
+
+/** kill -9 of a whole logd: the primary and its children at once. */
+async function kill9(logd: Logd): Promise<void> {
+  const children = [...logd.children('http'), ...logd.children('persister')];
+  for (const pid of [logd.proc.pid!, ...children]) {
+    try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  }
+  await logd.stop();
+  await waitFor('the killed logd\'s children gone', () => children.every((pid) => !alive(pid)), 10_000);
+}
 
 /** Whether `pid` is a live process (not gone, not a zombie waiting for its reaper). */
 function alive(pid: number): boolean {

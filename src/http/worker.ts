@@ -14,6 +14,8 @@ import { uploadOptions } from './upload';
 
 /** How often a draining worker looks whether its last request is answered. */
 const DRAIN_POLL_MS = 10;
+/** On stop, the least time syslog connections are read until they go quiet (RELP: acknowledged, then closed), in ms. */
+const SYSLOG_DRAIN_MS = 1000;
 
 export function httpWorker(cfg: Config, log: Logger): RoleMain {
   const redis = redisClient(cfg, 'logd:http');
@@ -38,7 +40,8 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
       // Keep answering (with Connection: close) for server.drain_ms, so a proxy's pooled connections are used once
       // and closed by their last answer instead of being reset when the worker exits.
       const until = Date.now() + cfg.server.drain_ms;
-      const syslogStopped = syslog?.stop(until);
+      // syslog senders get at least SYSLOG_DRAIN_MS to go quiet, even with server.drain_ms = 0 (no proxy)
+      const syslogStopped = syslog?.stop(Math.max(until, Date.now() + SYSLOG_DRAIN_MS));
       while (server && (server.inflight() > 0 || Date.now() < until)) await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
       await syslogStopped;
       auth.stop();
