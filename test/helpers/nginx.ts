@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
 import { ROOT, type Logd } from './logd';
-import { cleanupAll, freePort, startPostgres, startRedis, waitFor, killWhenOrphaned, type PostgresServer, type RedisServer } from './services';
+import { cleanupAll, freePort, startPostgres, startRedis, waitFor, killWhenOrphaned, terminate, type PostgresServer, type RedisServer } from './services';
 
 const execFileP = promisify(execFile);
 
@@ -170,13 +170,7 @@ async function launch(opts: RenderOptions, port: number, tlsPort?: number): Prom
       .map((m) => Number(m[1]));
   };
   const stop = async (): Promise<void> => {
-    if (exitReason === undefined) {
-      proc.ref();
-      proc.kill('SIGTERM');
-      const escalate = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
-      await exited;
-      clearTimeout(escalate);
-    }
+    await terminate(proc, exitReason === undefined, exited, STOP_GRACE_MS);
     await fsp.rm(prefix, { recursive: true, force: true });
   };
 

@@ -804,3 +804,13 @@ export function killWhenOrphaned(pid: number): ChildProcess {
   if (wd.stdin instanceof net.Socket) wd.stdin.unref();
   return wd;
 }
+
+/** SIGTERM to a child still running, SIGKILL after `graceMs`; resolves once it has exited. */
+export async function terminate(proc: ChildProcess, running: boolean, exited: Promise<unknown>, graceMs: number): Promise<void> {
+  if (!running) return;
+  proc.ref();
+  proc.kill('SIGTERM');
+  const escalate = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(escalate);
+}

@@ -38,7 +38,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { killWhenOrphaned } from './services';
+import { killWhenOrphaned, terminate } from './services';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 export const GUIDE = path.join(ROOT, 'docs', 'collect-vm-logs.md');
@@ -310,13 +310,7 @@ async function launch(spec: SpawnSpec): Promise<Shipper> {
   proc.unref();
 
   const stop = async (): Promise<void> => {
-    if (exitReason === undefined) {
-      proc.ref();
-      proc.kill('SIGTERM');
-      const escalate = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
-      await exited;
-      clearTimeout(escalate);
-    }
+    await terminate(proc, exitReason === undefined, exited, STOP_GRACE_MS);
   };
 
   try {
