@@ -50,6 +50,8 @@ interface Conn {
   lastData: number;
   /** reads what is left, stores it and closes the connection */
   finish(): Promise<void>;
+  /** stops reading now, stores (RELP: acknowledges) what was read and closes the connection */
+  close(): void;
 }
 
 export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promise<SyslogListeners> {
@@ -105,6 +107,10 @@ export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promi
           await new Promise((r) => setTimeout(r, QUIET_MS / 4));
         }
         await end();
+      },
+      close: () => {
+        socket.pause();
+        void end();
       },
     };
     conns.add(c);
@@ -255,9 +261,10 @@ export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promi
       const all = Promise.all([...conns].map((c) => c.finish()).concat(udpBatcher ? [udpBatcher.drain()] : []));
       const until = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
       await Promise.race([all, until(Math.max(0, deadline - Date.now()))]);
-      // A sender that never paused: stop reading it, and store what was read before the worker exits.
-      for (const c of conns) c.socket.destroy();
+      // A sender that never paused: stop reading it, and store (RELP: acknowledge) what was read before the worker exits.
+      for (const c of conns) c.close();
       await Promise.race([all, until(FINAL_DRAIN_MS)]);
+      for (const c of conns) c.socket.destroy();
     },
   };
 }
