@@ -112,6 +112,22 @@ export const OPTIONS = {
     fields: list(['*'], 'journal fields kept in log_data besides those mapped to columns (MESSAGE, PRIORITY, _HOSTNAME, __REALTIME_TIMESTAMP); "*" = all'),
     max_field_bytes: int(65536, 'a journal field value larger than this is left out of log_data (and named in omitted_fields), in bytes (64 KiB)', 64, 16_777_216),
   },
+  otlp: {
+    enabled: bool(true, 'serve POST /v1/logs (OTLP/HTTP logs, protobuf or JSON; token scope ingest)'),
+    device_attributes: list(['host.name', 'service.instance.id', 'service.name'], 'attributes (of the record, else of its resource) whose first present value becomes device_id'),
+    default_device_id: str('unknown', 'device_id of a record none of device_attributes names; empty = reject such a record (partial_success)'),
+  },
+  loki: {
+    enabled: bool(true, 'serve POST /loki/api/v1/push (JSON, or snappy-compressed protobuf) and GET /ready (token scope ingest)'),
+    device_labels: list(['host', 'hostname', 'instance', 'job'], 'stream labels (else structured metadata) whose first present value becomes device_id'),
+    default_device_id: str('unknown', 'device_id of an entry none of device_labels names; empty = reject its stream (400 naming it; the other streams are stored)'),
+  },
+  elasticsearch: {
+    enabled: bool(true, 'serve POST /_bulk and /{index}/_bulk, and the probes clients send first (GET and HEAD /, GET /_cluster/health, GET /_license, GET /_cat/health) (token scope ingest)'),
+    device_fields: list(['host.name', 'hostname', 'host'], 'document fields (dotted paths) whose first present string value becomes device_id'),
+    default_device_id: str('unknown', 'device_id of a document none of device_fields names; empty = reject it (its item gets status 400)'),
+    version: str('8.17.0', 'Elasticsearch version GET / reports (clients choose their API by it)'),
+  },
   storage: {
     partition_hours: int(24, 'width of a partition of `logs` (UTC, aligned to midnight): 24 = one per day; 1 (or 2, 3, 4, 6, 8, 12) for very high volumes, in hours', 1, 24),
     maintenance_interval_s: int(60, 'how often a persister creates partitions ahead and applies retention and the disk budget, in s', 1, 86_400),

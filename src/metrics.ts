@@ -34,6 +34,12 @@ export const listenerMessages = new Counter({
   labelNames: ['listener'] as const,
 });
 
+export const protocolRecords = new Counter({
+  name: 'logd_protocol_records_total',
+  help: 'records received on the shippers\' protocols (otlp, loki, elasticsearch, ndjson), by outcome (stored: in the stream; rejected: refused one by one, the rest of the request stored)',
+  labelNames: ['protocol', 'outcome'] as const,
+});
+
 export const listenerDropped = new Counter({
   name: 'logd_listener_dropped_total',
   help: 'messages a listener received and could not store, by reason (backlog, unavailable: the stream refused them; only UDP drops: TCP, TLS and RELP stop reading instead; duplicate: journal entries resent and already stored)',

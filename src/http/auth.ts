@@ -6,6 +6,10 @@
  * authentication off, and only when configured so. No token, or an unknown or
  * revoked one: 401; a valid token without the route's scope: 403 (RFC 6750
  * insufficient_scope). The scheme name is case-insensitive (RFC 7235 §2.1).
+ * Shippers that cannot send a bearer token may send the token as the
+ * password of Basic authentication (RFC 7617; the user name is ignored,
+ * and used as the token when the password is empty) or as an Elasticsearch
+ * API key (`Authorization: ApiKey <token>`).
  * Each worker keeps the active tokens in memory and reloads them when
  * `logd token` announces a change on `logd:tokens:changed` (delivered before
  * the command returns, so a token can be used and is refused at once), and
@@ -20,7 +24,18 @@ import type { Logger } from '../log';
 import type { Scope } from './routes';
 
 const RELOAD_CHECK_MS = 1000;
-const BEARER = /^bearer +(\S+) *$/i;
+const CREDENTIALS = /^(bearer|basic|apikey) +(\S+) *$/i;
+
+/** The token an Authorization header carries, or ''. */
+export function presentedToken(authorization: string): string {
+  const m = CREDENTIALS.exec(authorization);
+  if (!m) return '';
+  if (m[1].toLowerCase() !== 'basic') return m[2];
+  const pair = Buffer.from(m[2], 'base64').toString('utf8');
+  const colon = pair.indexOf(':');
+  if (colon < 0) return '';
+  return pair.slice(colon + 1) || pair.slice(0, colon);
+}
 
 export class Authenticator {
   private active = new Map<string, TokenRecord>();
@@ -65,7 +80,7 @@ export class Authenticator {
   /** Throws LOGD_UNAUTHORIZED / LOGD_FORBIDDEN unless `authorization` grants `scope`. */
   check(scope: Scope, authorization: string): void {
     if (scope === 'public' || this.open) return;
-    const token = BEARER.exec(authorization)?.[1] ?? '';
+    const token = presentedToken(authorization);
     const id = token ? tokenId(token) : undefined;
     const record = id ? this.active.get(id) : undefined;
     if (!record || !matches(record, token)) {

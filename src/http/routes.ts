@@ -11,8 +11,11 @@ import type { Queue } from '../queue/stream';
 import type { ReadPool } from '../read/db';
 import type { Authenticator } from './auth';
 import { health } from './health';
-import { ingest } from './ingest';
+import { ingest, INGEST_ERRORS } from './ingest';
 import { upload, type Upload } from './upload';
+import { ELASTIC_ROUTES } from './elastic';
+import { LOKI_ROUTES } from './loki';
+import { OTLP_ROUTES } from './otlp';
 import { LogdError, type ErrorCode } from '../errors';
 import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
@@ -23,6 +26,7 @@ import {
   deviceLogsAnswerSchema, deviceLogsQuerySchema, purgeAnswerSchema, purgeQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema,
 } from './query-schemas';
 import { getDeviceLogs, getStats, searchLogsRoute } from './read';
+import type { Reply } from './body';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
 import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas';
 
@@ -64,14 +68,14 @@ export interface Route {
   errors: ErrorCode[];
   /** left out of the OpenAPI document (the docs' own assets) */
   hidden?: boolean;
+  /** answers errors found before the handler runs (headers, authentication) in the route's protocol shape; default sendError */
+  reply?: Reply;
+  /** served only when this holds (a protocol switched off in the configuration is 404) */
+  enabled?: (cfg: Config) => boolean;
   /** Runs synchronously in the uWS callback (req is valid only until it returns). */
   handle(x: Exchange, req: HttpRequest, ctx: Context): void;
 }
 
-const INGEST_ERRORS: ErrorCode[] = [
-  'LOGD_INVALID_JSON', 'LOGD_INVALID_UTF8', 'LOGD_BODY_TOO_LARGE', 'LOGD_UNSUPPORTED_MEDIA_TYPE',
-  'LOGD_VALIDATION_FAILED', 'LOGD_OVERLOADED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
-];
 const READ_ERRORS: ErrorCode[] = ['LOGD_VALIDATION_FAILED', 'LOGD_DATABASE_UNAVAILABLE', 'LOGD_BUSY', 'LOGD_QUERY_TIMEOUT'];
 const PAGE = 'text/html; charset=utf-8';
 
@@ -105,6 +109,9 @@ export const ROUTES: Route[] = [
     errors: ['LOGD_SOURCE_NOT_ALLOWED', 'LOGD_UNSUPPORTED_MEDIA_TYPE', 'LOGD_JOURNAL_INVALID', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL'],
     handle: (x, req, ctx) => upload(ctx.cfg, ctx.queue, ctx.upload, x, req),
   },
+  ...OTLP_ROUTES,
+  ...LOKI_ROUTES,
+  ...ELASTIC_ROUTES,
   {
     method: 'get', path: '/api/logs/:device_id', scope: 'read',
     summary: "A device's newest logs",

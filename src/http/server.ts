@@ -67,26 +67,28 @@ export function startServer(ctx: Context): Promise<Server> {
   const handler = (r: Route, head: boolean) => (res: uWS.HttpResponse, req: uWS.HttpRequest): void => {
     const h = readHeaders(req);
     const x = begin(res, h.requestId, head, r.path);
+    const reply = r.reply ?? sendError;
     if (h.bytes > ctx.cfg.server.max_header_bytes) {
-      return fail(x, 'LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`);
+      return reply(x, new LogdError('LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`));
     }
-    if (h.authorizations > 1) return fail(x, 'LOGD_BAD_REQUEST', 'the request has more than one Authorization header');
+    if (h.authorizations > 1) return reply(x, new LogdError('LOGD_BAD_REQUEST', 'the request has more than one Authorization header'));
     try {
       ctx.auth.check(r.scope, h.authorization);
     } catch (err) {
-      return sendError(x, err as LogdError);
+      return reply(x, err as LogdError);
     }
     try {
       r.handle(x, req, ctx);
     } catch (err) {
       // Thrown out of a uWS callback, it would kill the worker and every request on it.
-      sendError(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
+      reply(x, new LogdError('LOGD_INTERNAL', undefined, { cause: err }));
     }
   };
 
   const app = uWS.App();
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
+    if (r.enabled && !r.enabled(ctx.cfg)) continue;
     const allowed = methods.get(r.path) ?? [];
     app[r.method === 'delete' ? 'del' : r.method](r.path, handler(r, false));
     allowed.push(r.method.toUpperCase());

@@ -7,7 +7,7 @@
  */
 import type { AcceptWindow } from '../storage/layout';
 import type { LogLevel } from './levels';
-import { parseTimestamp } from './time';
+import { parseTimestamp, type Instant } from './time';
 
 /** Longest device_id (logs.device_id is VARCHAR(50)) and message, in characters. */
 export const MAX_DEVICE_ID = 50;
@@ -34,8 +34,8 @@ export interface Draft {
   log_level: LogLevel;
   message: string;
   data: Record<string, unknown>;
-  /** event time, ISO-8601 with an offset; absent = receive time */
-  time?: string;
+  /** event time, ISO-8601 with an offset (or already parsed); absent = receive time */
+  time?: string | Instant;
 }
 
 /** Why PostgreSQL text cannot hold `s` (U+0000, unpaired surrogates), or undefined. */
@@ -78,6 +78,30 @@ function dataJson(data: Record<string, unknown>): string {
   return /\\u(0000|d[89a-f])/i.test(text) ? JSON.stringify(storableValue(data)) : text;
 }
 
+/** How deep `v` nests objects and arrays, counting up to `limit + 1` at most (a bound on the recursion). */
+function depth(v: unknown, limit: number): number {
+  if (v === null || typeof v !== 'object') return 0;
+  if (limit < 0) return 1;
+  let max = 0;
+  for (const x of Array.isArray(v) ? v : Object.values(v)) {
+    if (x !== null && typeof x === 'object') max = Math.max(max, depth(x, limit - 1));
+    if (max > limit) break;
+  }
+  return max + 1;
+}
+
+const timeText = (t: string | Instant): string => (typeof t === 'string' ? t : t.iso);
+
+/** The message cut to MAX_MESSAGE (its length then in `message_truncated`), NUL and unpaired surrogates replaced; '-' when empty. */
+function keptMessage(m: string, data: Record<string, unknown>): string {
+  let message = storable(m);
+  if (message.length > MAX_MESSAGE) {
+    data.message_truncated = message.length;
+    message = cut(message, MAX_MESSAGE);
+  }
+  return message || '-';
+}
+
 /**
  * A Draft as an accepted entry: NUL and unpaired surrogates replaced, the
  * device cut to MAX_DEVICE_ID (`peer` when empty), the message cut to
@@ -87,21 +111,46 @@ function dataJson(data: Record<string, unknown>): string {
  */
 export function accept(d: Draft, window: AcceptWindow, peer: string): Accepted {
   const data = d.data;
-  let message = storable(d.message);
-  if (message.length > MAX_MESSAGE) {
-    data.message_truncated = message.length;
-    message = cut(message, MAX_MESSAGE);
-  }
-  let time = d.time === undefined ? undefined : parseTimestamp(d.time);
+  const message = keptMessage(d.message, data);
+  let time = d.time === undefined ? undefined : typeof d.time === 'string' ? parseTimestamp(d.time) : d.time;
   if (d.time !== undefined && (time === undefined || window.refuses(d.log_level, time.ms) !== undefined)) {
-    data.timestamp_refused = d.time;
+    data.timestamp_refused = timeText(d.time);
     time = undefined;
   }
   return {
     device_id: cut(storable(d.device_id) || peer, MAX_DEVICE_ID),
     log_level: d.log_level,
-    message: message || '-',
+    message,
     data: dataJson(data),
+    time: time?.iso,
+    hour: time?.hour,
+  };
+}
+
+/**
+ * A Draft as an accepted entry, or why it is refused, for the protocols
+ * that answer per record (OTLP, Loki, Elasticsearch bulk): a time that is
+ * not a date-time or lies outside `window`, log_data nested deeper than
+ * MAX_LOG_DATA_DEPTH, or no device while `fallback` (the protocol's
+ * default_device_id) is empty. Text is kept as accept() keeps it.
+ */
+export function admit(d: Draft, window: AcceptWindow, fallback: string): Accepted | string {
+  const device = d.device_id || fallback;
+  if (!device) return 'the record names no device (and default_device_id is empty)';
+  let time: Instant | undefined;
+  if (d.time !== undefined) {
+    time = typeof d.time === 'string' ? parseTimestamp(d.time) : d.time;
+    if (time === undefined) return `timestamp ${JSON.stringify(d.time)} is not an ISO-8601 date-time`;
+    const why = window.refuses(d.log_level, time.ms);
+    if (why) return why;
+  }
+  if (depth(d.data, MAX_LOG_DATA_DEPTH) > MAX_LOG_DATA_DEPTH) return `attributes nest deeper than ${MAX_LOG_DATA_DEPTH} levels`;
+  const message = keptMessage(d.message, d.data);
+  return {
+    device_id: cut(storable(device), MAX_DEVICE_ID),
+    log_level: d.log_level,
+    message,
+    data: dataJson(d.data),
     time: time?.iso,
     hour: time?.hour,
   };

@@ -72,3 +72,18 @@ export function parseTimestamp(ts: string | number): Instant | undefined {
 
 /** parseTimestamp's text alone (query parameters). */
 export const normalizeTimestamp = (ts: string | number): string | undefined => parseTimestamp(ts)?.iso;
+
+const NS_PER_MS = 1_000_000n;
+
+/**
+ * An Instant from nanoseconds since the Unix epoch (OTLP, Loki), to the
+ * microsecond PostgreSQL keeps (the rest is cut), or undefined outside
+ * years 1970..9999.
+ */
+export function nanosInstant(ns: bigint): Instant | undefined {
+  if (ns < 0n || ns >= 253_402_300_800_000_000_000n) return undefined;
+  const ms = Number(ns / NS_PER_MS);
+  const micros = Number((ns % NS_PER_MS) / 1000n);
+  const iso = new Date(ms).toISOString();
+  return { iso: `${iso.slice(0, 23)}${String(micros).padStart(3, '0')}Z`, hour: Math.floor(ms / HOUR_MS), ms };
+}
