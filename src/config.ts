@@ -120,7 +120,7 @@ export const OPTIONS = {
   loki: {
     enabled: bool(true, 'serve POST /loki/api/v1/push (JSON, or snappy-compressed protobuf) and GET /ready (token scope ingest)'),
     device_labels: list(['host', 'hostname', 'instance', 'job'], 'stream labels (else structured metadata) whose first present value becomes device_id'),
-    default_device_id: str('unknown', 'device_id of an entry none of device_labels names; empty = reject its stream (400 naming it; the other streams are stored)'),
+    default_device_id: str('unknown', 'device_id of an entry none of device_labels names; empty = reject such an entry (400 naming it; the other entries are stored)'),
   },
   elasticsearch: {
     enabled: bool(true, 'serve POST /_bulk and /{index}/_bulk, and the probes clients send first (GET and HEAD /, GET /_cluster/health, GET /_license, GET /_cat/health) (token scope ingest)'),

@@ -112,6 +112,19 @@ t.test('authentication', async (t) => {
     t.match(r.response?.body.toString(), /LOGD_BAD_REQUEST/);
   });
 
+  await t.test('a token also as the password of Basic authentication or as an ApiKey, for shippers without bearer tokens', async (t) => {
+    const url = `${logd.url}/api/stats`;
+    const basic = (pair: string): string => `Basic ${Buffer.from(pair).toString('base64')}`;
+    const status = async (authorization: string, to = url): Promise<number> => (await request(to, { headers: { authorization } })).status;
+    t.equal(await status(basic(`logd:${tokens.read}`)), 200, 'the password is the token');
+    t.equal(await status(basic(`${tokens.read}:`)), 200, 'an empty password: the user name is the token');
+    t.equal(await status(`ApiKey ${tokens.read}`), 200);
+    t.equal(await status(basic('logd:wrong')), 401);
+    t.equal(await status(basic(`${tokens.read}`)), 401, 'no colon: not a user-password pair');
+    t.equal(await status(`ApiKey ${tokens.read}`, `${logd.url}/metrics`), 403, 'the scope still applies');
+    t.equal(await status(`Digest ${tokens.read}`), 401, 'other schemes are not credentials');
+  });
+
   await t.test('a token works, and is refused, as soon as `logd token` returns', async (t) => {
     const fresh = cli('create', '--name', 'now', '--scope', 'ingest').stdout.trim();
     const used = await Promise.all(Array.from({ length: 10 }, () => call(ingestRoute, fresh, true)));

@@ -11,7 +11,7 @@
  * the Redis command each hold a copy, so concurrent large batches could
  * otherwise exhaust the worker's heap and crash it with every request on it.
  */
-import { constants as zlibConstants, createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync, type Gunzip, type Inflate, type InflateRaw } from 'node:zlib';
+import { createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync, type Gunzip, type Inflate, type InflateRaw } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { LogdError } from '../errors';
 import { bodyBytesInFlight } from '../metrics';
@@ -106,7 +106,7 @@ function zlibDecoder(coding: 'gzip' | 'deflate', limit: number, sink: Sink): Dec
       if (!stream && last) {
         let out: Buffer;
         try {
-          const opts = { maxOutputLength: limit + 1, finishFlush: zlibConstants.Z_SYNC_FLUSH };
+          const opts = { maxOutputLength: limit + 1 };
           out = coding === 'gzip' ? gunzipSync(chunk, opts) : isZlibHeader(chunk) ? inflateSync(chunk, opts) : inflateRawSync(chunk, opts);
         } catch (err) {
           stopped = true;
@@ -159,6 +159,13 @@ function zstdWindow(b: Buffer): number | undefined {
   return Number(b.readBigUInt64LE(at));
 }
 
+/**
+ * The largest zstd window accepted beside the body limit: RFC 8878
+ * §3.1.1.1.2 recommends decoders support at least 8 MiB, and common levels
+ * use 1 to 8 MiB.
+ */
+const ZSTD_WINDOW = 8 * 1024 * 1024;
+
 /** zstd, with fzstd (pure JavaScript: Node 20's zlib has no zstd). */
 function zstdDecoder(limit: number, sink: Sink): Decoder {
   let stopped = false;
@@ -180,9 +187,9 @@ function zstdDecoder(limit: number, sink: Sink): Decoder {
       if (!started) {
         started = true;
         const window = zstdWindow(chunk);
-        if (window !== undefined && window > limit) {
+        if (window !== undefined && window > Math.max(limit, ZSTD_WINDOW)) {
           stopped = true;
-          return sink.fail(tooLarge(limit, `the zstd frame's window of ${window} bytes`));
+          return sink.fail(new LogdError('LOGD_BODY_TOO_LARGE', `the zstd frame's window of ${window} bytes exceeds the limit of ${Math.max(limit, ZSTD_WINDOW)} bytes`));
         }
       }
       try {

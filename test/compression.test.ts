@@ -1,0 +1,120 @@
+/**
+ * Content-Encoding on the ingest routes (src/http/body.ts): gzip, deflate
+ * (zlib or raw) and zstd bodies are decoded as they arrive, in one chunk or
+ * many; the body limit applies to the decompressed bytes, so a bomb is
+ * refused with 413 once it has inflated past it, and the worker keeps its
+ * memory; a broken body is 400, an unknown coding 415.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import { deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
+import t from 'tap';
+import { childPids, request, startStack, waitRows } from './helpers/logd';
+
+const LIMIT = 16 * 1024 * 1024;
+
+const zstd = (input: Buffer, level = 3): Buffer => execFileSync('zstd', [`-${level}`, '-c', '-q'], { input, maxBuffer: 1 << 30 });
+
+const batch = (device: string, n: number, pad = ''): Buffer =>
+  Buffer.from(JSON.stringify({ logs: Array.from({ length: n }, (_, i) => ({ device_id: device, log_level: 'INFO', message: `m${i}${pad}` })) }));
+
+/** POSTs `body` in pieces of `piece` bytes, each written on its own (so the server reads it in several chunks). */
+function post(port: number, body: Buffer, encoding: string, piece = body.length): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1', port, path: '/api/logs/batch', method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-encoding': encoding, 'content-length': body.length },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
+    });
+    req.on('error', reject);
+    const write = (at: number): void => {
+      if (at >= body.length) return void req.end();
+      req.write(body.subarray(at, at + piece), () => setImmediate(() => write(at + piece)));
+    };
+    write(0);
+  });
+}
+
+/** Resident memory of a process, in bytes. */
+const rss = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+
+t.test('compressed request bodies', async (t) => {
+  const { pg, logd } = await startStack(t, { workers: 1, env: { LOGD_SERVER_BODY_LIMIT_BATCH: String(LIMIT) } });
+  const [worker] = childPids(logd.proc.pid!, 'logd: http');
+
+  await t.test('each coding, in one chunk and in many', async (t) => {
+    const codings: [string, string, (b: Buffer) => Buffer][] = [
+      ['gzip', 'gz', gzipSync], ['x-gzip', 'xgz', gzipSync], ['deflate', 'zlib', deflateSync], ['deflate', 'raw', deflateRawSync],
+      ['zstd', 'zstd', (b) => zstd(b)], ['identity', 'id', (b) => b], ['GZIP', 'upper', gzipSync],
+    ];
+    for (const [coding, name, encode] of codings) {
+      const one = await post(logd.port, encode(batch(`c-${name}-1`, 10)), coding);
+      t.equal(one.status, 200, `${name} in one chunk: ${JSON.stringify(one.body)}`);
+      // 1000 logs padded with text that does not compress away: the body arrives in several reads
+      const pad = 'x'.repeat(100);
+      const many = await post(logd.port, encode(batch(`c-${name}-n`, 1000, pad)), coding, 4096);
+      t.equal(many.status, 200, `${name} in 4 KiB pieces: ${JSON.stringify(many.body)}`);
+      t.equal(many.body.count, 1000);
+    }
+    for (const [, name] of codings) {
+      t.equal((await waitRows(pg, 10, 'device_id = $1', [`c-${name}-1`])).length, 10, `${name}: 10 rows`);
+      const rows = await waitRows(pg, 1000, 'device_id = $1', [`c-${name}-n`]);
+      t.equal(rows.length, 1000, `${name}: 1000 rows`);
+      t.equal(rows[999].message, `m999${'x'.repeat(100)}`);
+    }
+  });
+
+  await t.test('a gzip bomb (10 MB inflating to 10 GB) is 413 before it is inflated, and the worker keeps its memory', async (t) => {
+    // 500 gzip members of 20 MB of zeros each: a gzip stream may hold several members (RFC 1952 §2.2), all inflated
+    const member = gzipSync(Buffer.alloc(20_000_000), { level: 9 });
+    const bomb = Buffer.concat(Array.from({ length: 500 }, () => member));
+    t.ok(bomb.length > 9_000_000 && bomb.length < 11_000_000, `${bomb.length} bytes`);
+    const before = rss(worker);
+    // one member arrives in one read and is inflated at once, up to the limit; the whole bomb in many reads, as a stream
+    for (const body of [member, bomb]) {
+      const r = await post(logd.port, body, 'gzip');
+      t.equal(r.status, 413, `${body.length} bytes`);
+      t.equal(r.body.code, 'LOGD_BODY_TOO_LARGE');
+      t.match(r.body.detail, /gzip body inflated exceeds the limit of 16777216 bytes/);
+    }
+    t.ok(rss(worker) < before + 64 * 1024 * 1024, `worker RSS ${rss(worker)} after ${before} before`);
+    t.equal((await request(`${logd.url}/health`)).status, 200, 'still serving');
+  });
+
+  await t.test('a zstd bomb is 413 as it inflates; a frame declaring a window past the limit is 413 before it is read', async (t) => {
+    const bomb = zstd(Buffer.alloc(200_000_000), 1);
+    t.ok(bomb.length < 100_000, `${bomb.length} bytes inflate to 200 MB`);
+    const r = await post(logd.port, bomb, 'zstd');
+    t.equal(r.status, 413);
+    t.match(r.body.detail, /zstd body inflated exceeds the limit/);
+    // magic, frame header descriptor 0xe0 (8-byte content size, single segment), content size 2^40
+    const header = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xe0]), Buffer.from([0, 0, 0, 0, 0, 1, 0, 0]), Buffer.alloc(16)]);
+    const w = await post(logd.port, header, 'zstd');
+    t.equal(w.status, 413);
+    t.match(w.body.detail, /zstd frame's window of 1099511627776 bytes exceeds the limit of 16777216 bytes/);
+  });
+
+  await t.test('broken bodies are 400, unknown codings 415, and the compressed size is bounded too', async (t) => {
+    const good = gzipSync(batch('c-bad', 3));
+    const truncated = await post(logd.port, good.subarray(0, good.length - 10), 'gzip');
+    t.equal(truncated.status, 400);
+    t.equal(truncated.body.code, 'LOGD_INVALID_ENCODING');
+    t.match(truncated.body.detail, /not valid gzip/);
+    const garbage = await post(logd.port, Buffer.from('not zstd at all, not at all'), 'zstd');
+    t.equal(garbage.status, 400);
+    t.equal(garbage.body.code, 'LOGD_INVALID_ENCODING');
+    for (const coding of ['br', 'gzip, zstd', 'compress']) {
+      const r = await post(logd.port, good, coding);
+      t.equal(r.status, 415, coding);
+      t.equal(r.body.code, 'LOGD_UNSUPPORTED_ENCODING');
+    }
+    const incompressible = gzipSync(Buffer.from(Array.from({ length: LIMIT + 1000 }, (_, i) => (i * 7919) % 251)), { level: 0 });
+    const r = await post(logd.port, incompressible, 'gzip');
+    t.equal(r.status, 413, 'compressed bytes past the limit');
+    t.equal((await pg.query("SELECT count(*)::int AS n FROM logs WHERE device_id = 'c-bad'"))[0].n, 0, 'nothing stored');
+  });
+});
