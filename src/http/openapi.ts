@@ -84,7 +84,7 @@ function operation(route: Route): object {
     ...(parameters.length ? { parameters } : {}),
     ...(route.body ? { requestBody: { required: true, content: { [route.bodyType ?? 'application/json']: { schema: toOpenApi(route.body) } } } } : {}),
     responses: {
-      200: {
+      [route.ok.status ?? 200]: {
         description: route.ok.description,
         ...(route.ok.schema || route.ok.contentType ? { content: { [route.ok.contentType ?? 'application/json']: { schema: toOpenApi(route.ok.schema ?? { type: 'string' }) } } } : {}),
       },

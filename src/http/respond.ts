@@ -5,9 +5,9 @@ import { log } from '../log';
 import type { BodyBudget } from './body';
 
 const STATUS_LINES: Record<number, string> = {
-  200: '200 OK', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
+  200: '200 OK', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
   405: '405 Method Not Allowed', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
-  422: '422 Unprocessable Entity', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
+  422: '422 Unprocessable Entity', 429: '429 Too Many Requests', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
 
@@ -57,7 +57,7 @@ export function exchange(res: HttpResponse, id: string, head: boolean, close: bo
   return x;
 }
 
-export function send(x: Exchange, status: number, contentType: string, body: string, headers?: Record<string, string>): void {
+export function send(x: Exchange, status: number, contentType: string, body: string | Uint8Array, headers?: Record<string, string>): void {
   if (x.ended) return;
   x.ended = true;
   x.onEnd(status);

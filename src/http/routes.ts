@@ -62,8 +62,8 @@ export interface Route {
   body?: object;
   /** the body's media type, when not application/json */
   bodyType?: string;
-  /** the 200 answer */
-  ok: { description: string; schema?: object; contentType?: string };
+  /** the success answer (status 200 unless given) */
+  ok: { description: string; schema?: object; contentType?: string; status?: number };
   /** catalogue errors the route answers (auth, header and LOGD_INTERNAL errors are added for every route) */
   errors: ErrorCode[];
   /** left out of the OpenAPI document (the docs' own assets) */
