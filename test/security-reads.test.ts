@@ -7,7 +7,10 @@
  *   device queries, statistics and ingest keep answering promptly;
  * - `limit=1e400`, `Infinity` and a cursor id past bigint answered 500.
  */
+import pg from 'pg';
 import t from 'tap';
+import { loadConfig } from '../src/config';
+import { createPartitions } from '../src/storage/partitions';
 import { postJson, request, startStack, type Reply } from './helpers/logd';
 import { waitFor } from './helpers/services';
 
@@ -29,14 +32,18 @@ const ROWS = 10_000;
 
 t.test('reads under a scan storm, and numbers out of range', async (t) => {
   // No cache: every device query and /api/stats below is answered by PostgreSQL.
-  const { pg, logd } = await startStack(t, {
+  const { pg: db, logd } = await startStack(t, {
     workers: WORKERS, env: { LOGD_CACHE_ENABLED: 'false', LOGD_POSTGRES_SEARCH_CONCURRENCY: String(SEARCH_CONCURRENCY) },
   });
-  // Straight into `logs`, which is cheap (the rollups /api/stats reads stay empty: it only has to answer).
-  await pg.query(`INSERT INTO logs (device_id, log_level, message, log_data, created_at)
+  // Straight into `logs`, which is cheap (the rollups /api/stats reads stay empty: it only has to answer);
+  // their partitions first, since the rows reach back before this hour (and before midnight, run just after it).
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  await createPartitions(client, loadConfig(undefined, {}), [Date.now() - ROWS * 1000, Date.now()]).finally(() => client.end());
+  await db.query(`INSERT INTO logs (device_id, log_level, message, log_data, created_at)
     SELECT 'd' || (i % 50), 'INFO', repeat('a', 1000), jsonb_build_object('i', i), now() - i * interval '1 second'
     FROM generate_series(1, ${ROWS}) i`);
-  await pg.query('ANALYZE logs');
+  await db.query('ANALYZE logs');
   const get = (p: string): Promise<Reply> => request(`${logd.url}${p}`);
 
   await t.test('numbers out of range: 422 naming the parameter, never 500', async (t) => {
@@ -73,7 +80,7 @@ t.test('reads under a scan storm, and numbers out of range', async (t) => {
   await t.test('a storm of scans leaves device queries, stats and ingest answering', async (t) => {
     /** Searches PostgreSQL is running right now (pg_stat_activity shows the start of src/sql/search-logs.sql). */
     const running = async (): Promise<number> => {
-      const [row] = await pg.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity
+      const [row] = await db.query<{ n: string }>(`SELECT count(*) AS n FROM pg_stat_activity
         WHERE application_name = 'logd:http' AND backend_type = 'client backend' AND state = 'active' AND query LIKE '-- GET /api/logs: search,%'`);
       return Number(row.n);
     };
