@@ -61,6 +61,13 @@ function errorResponses(codes: ErrorCode[]): Record<string, object> {
   return out;
 }
 
+/** The request body's media types and their schemas. */
+function bodyContent(route: Route, body: object): Record<string, object> {
+  const content: Record<string, object> = { [route.bodyType ?? 'application/json']: { schema: toOpenApi(body) } };
+  for (const [type, schema] of Object.entries(route.otherBodies ?? {})) content[type] = { schema: toOpenApi(schema) };
+  return content;
+}
+
 function operation(route: Route): object {
   const pathParams = [...route.path.matchAll(/:([a-z_]+)/g)].map((m) => m[1]);
   const query = (route.query ?? {}) as { properties?: Record<string, Schema>; required?: string[] };
@@ -82,7 +89,7 @@ function operation(route: Route): object {
     operationId: `${route.method}${route.path.replace(/[^a-zA-Z0-9]+(.)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
     ...(route.scope === 'public' ? { security: [] } : { security: [{ bearer: [route.scope] }] }),
     ...(parameters.length ? { parameters } : {}),
-    ...(route.body ? { requestBody: { required: true, content: { [route.bodyType ?? 'application/json']: { schema: toOpenApi(route.body) } } } } : {}),
+    ...(route.body ? { requestBody: { required: true, content: bodyContent(route, route.body) } } : {}),
     responses: {
       [route.ok.status ?? 200]: {
         description: route.ok.description,

@@ -28,7 +28,7 @@ import {
 import { getDeviceLogs, getStats, searchLogsRoute } from './read';
 import type { Reply } from './body';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
-import { batchReceivedSchema, healthSchema, logReceivedSchema } from './schemas';
+import { batchReceivedSchema, healthSchema, logReceivedSchema, ndjsonReceivedSchema } from './schemas';
 
 /** What handlers share in one worker. */
 export interface Context {
@@ -62,6 +62,8 @@ export interface Route {
   body?: object;
   /** the body's media type, when not application/json */
   bodyType?: string;
+  /** further media types the body may have, with their JSON Schemas */
+  otherBodies?: Record<string, object>;
   /** the success answer (status 200 unless given) */
   ok: { description: string; schema?: object; contentType?: string; status?: number };
   /** catalogue errors the route answers (auth, header and LOGD_INTERNAL errors are added for every route) */
@@ -91,10 +93,13 @@ export const ROUTES: Route[] = [
   },
   {
     method: 'post', path: '/api/logs/batch', scope: 'ingest',
-    summary: 'Send 1 to 1000 logs',
-    description: 'All or nothing: one invalid entry refuses the whole batch, naming it.',
+    summary: 'Send 1 to 1000 logs (JSON), or any number as NDJSON',
+    description: 'JSON ({"logs": [...]}) is all or nothing: one invalid entry refuses the whole batch, naming it. '
+      + 'NDJSON (application/x-ndjson: one log entry per line, up to server.body_limit_batch) stores every valid line and answers which lines were rejected; '
+      + '422 only when no line is valid.',
     body: { $ref: 'LogBatch' },
-    ok: { description: 'accepted', schema: batchReceivedSchema },
+    otherBodies: { 'application/x-ndjson': { type: 'string', description: 'one JSON log entry (LogEntry) per line' } },
+    ok: { description: 'accepted: the JSON answer, or for NDJSON the lines stored and the rejected ones', schema: { oneOf: [batchReceivedSchema, ndjsonReceivedSchema] } },
     errors: INGEST_ERRORS,
     handle: (x, req, ctx) => ingest('batch', ctx.cfg, ctx.queue, x, req),
   },

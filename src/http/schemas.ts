@@ -74,6 +74,33 @@ export const batchReceivedSchema = {
   },
 } as const;
 
+/** POST /api/logs/batch with an NDJSON body (src/http/ndjson.ts). */
+export const ndjsonReceivedSchema = {
+  type: 'object',
+  required: ['status', 'count', 'message_ids', 'received_at', 'errors', 'rejected', 'items'],
+  properties: {
+    status: { const: 'received' },
+    count: { type: 'integer', minimum: 1, description: 'lines stored' },
+    message_ids: { type: 'array', items: { type: 'string' }, description: 'one per stored line, in request order' },
+    received_at: { type: 'string', format: 'date-time' },
+    errors: { type: 'boolean', description: 'whether any line was rejected' },
+    rejected: { type: 'integer', minimum: 0, description: 'lines rejected (not stored)' },
+    items: {
+      type: 'array',
+      description: 'the first 100 rejected lines',
+      items: {
+        type: 'object',
+        required: ['line', 'status', 'detail'],
+        properties: {
+          line: { type: 'integer', minimum: 1, description: 'line number, from 1, blank lines counted' },
+          status: { enum: [400, 422], description: '400: not UTF-8 or not JSON; 422: not a valid log entry' },
+          detail: { type: 'array', items: { type: 'object' }, description: 'the problems, as in a 422 detail (loc starts with "line", n)' },
+        },
+      },
+    },
+  },
+} as const;
+
 const componentSchema = {
   type: 'object',
   required: ['status'],

@@ -557,3 +557,41 @@ export function parseJournalUploadConf(text: string): UploadOptions & { url: str
     ...(kv.TrustedCertificateFile !== undefined ? { trust: kv.TrustedCertificateFile } : {}),
   };
 }
+
+export const OMELASTICSEARCH = '/usr/lib/x86_64-linux-gnu/rsyslog/omelasticsearch.so';
+
+/**
+ * rsyslog forwarding to logd's Elasticsearch bulk API with omelasticsearch
+ * (bulkmode, the token as the Basic password), as docs/elasticsearch.md
+ * configures it: each message as a document built in `$!` (rendered with
+ * `$!all-json`, so a document rsyslog resubmits, whose `$!` is the document
+ * it sent, renders the same), and `retryfailures` sending the items that got
+ * 429 (a full backlog) through the ruleset again; 400s go to DIR/es-errors.json.
+ * Ruleset "to_logd" is the one to call.
+ */
+export function omelasticsearchConfig(dir: string, port: number, token: string, index: string): string {
+  return [
+    'module(load="omelasticsearch")',
+    'template(name="logd_es_time" type="string" string="%timereported:::date-rfc3339%")',
+    'template(name="logd_es_doc" type="string" string="%$!all-json%")',
+    'ruleset(name="to_logd") {',
+    '  if strlen($.omes!status) > 0 then {',
+    '    if $.omes!status == 200 or $.omes!status == 201 then stop',
+    '    if $.omes!status == 400 or $.omes!status < 200 then stop',
+    '  }',
+    `  action(type="omelasticsearch" server="127.0.0.1" serverport="${port}" uid="rsyslog" pwd="${token}"`,
+    `         searchIndex="${index}" esVersion.major="8" bulkmode="on" template="logd_es_doc"`,
+    `         errorfile="${dir}/es-errors.json" retryfailures="on" retryruleset="to_logd" ratelimit.interval="0"`,
+    '         action.resumeRetryCount="-1" action.resumeInterval="1")',
+    '}',
+    'if $inputname == "imuxsock" then {',
+    '  set $!message = ltrim($msg);',
+    '  set $!host!name = $hostname;',
+    '  set $!log!level = $syslogseverity-text;',
+    '  set $!program = $programname;',
+    '  set $!timestamp = exec_template("logd_es_time");',
+    '  call to_logd',
+    '}',
+    '',
+  ].join('\n');
+}
