@@ -1,7 +1,7 @@
 /** Door-side encoding: timestamps PostgreSQL parses unambiguously, COPY text escaping. */
 import t from 'tap';
 import { copyField, copyRow } from '../src/queue/frame';
-import { normalizeTimestamp } from '../src/model/time';
+import { nanosInstant, normalizeTimestamp } from '../src/model/time';
 
 t.test('normalizeTimestamp', async (t) => {
   const good: [string | number, string][] = [
@@ -19,6 +19,20 @@ t.test('normalizeTimestamp', async (t) => {
     '2024-01-01T00:60:00Z', '2024-01-01T00:00:60Z', '2024-01-01', 'yesterday', '2024-01-01T00:00:00+16:00', '0000-01-01T00:00:00Z',
     '2024-01-01T00:00:00.1234567Z'];
   for (const input of bad) t.equal(normalizeTimestamp(input), undefined, input);
+});
+
+t.test('nanosInstant: to the microsecond, seconds apart and back', async (t) => {
+  const cases: [bigint, string, number][] = [
+    [1_764_583_200_123_456_789n, '2025-12-01T10:00:00.123456Z', 1_764_583_200_123],
+    [1_764_583_200_999_999_999n, '2025-12-01T10:00:00.999999Z', 1_764_583_200_999],
+    [1_764_583_201_000_000_001n, '2025-12-01T10:00:01.000000Z', 1_764_583_201_000],
+    [1_764_583_200_000_001_000n, '2025-12-01T10:00:00.000001Z', 1_764_583_200_000],
+    [0n, '1970-01-01T00:00:00.000000Z', 0],
+    [253_402_300_799_999_999_999n, '9999-12-31T23:59:59.999999Z', 253_402_300_799_999],
+  ];
+  for (const [ns, iso, ms] of cases) t.same(nanosInstant(ns), { iso, ms, hour: Math.floor(ms / 3_600_000) }, String(ns));
+  t.equal(nanosInstant(-1n), undefined, 'before 1970');
+  t.equal(nanosInstant(253_402_300_800_000_000_000n), undefined, 'year 10000');
 });
 
 t.test('COPY text escaping', async (t) => {

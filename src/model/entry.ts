@@ -75,7 +75,7 @@ function storableValue(v: unknown): unknown {
  */
 function dataJson(data: Record<string, unknown>): string {
   const text = JSON.stringify(data);
-  return /\\u(0000|d[89a-f])/i.test(text) ? JSON.stringify(storableValue(data)) : text;
+  return text.includes('\\u') && /\\u(0000|d[89a-f])/i.test(text) ? JSON.stringify(storableValue(data)) : text;
 }
 
 /** How deep `v` nests objects and arrays, counting up to `limit + 1` at most (a bound on the recursion). */
@@ -83,7 +83,9 @@ function depth(v: unknown, limit: number): number {
   if (v === null || typeof v !== 'object') return 0;
   if (limit < 0) return 1;
   let max = 0;
-  for (const x of Array.isArray(v) ? v : Object.values(v)) {
+  const o = v as Record<string, unknown>;
+  for (const k in o) {
+    const x = o[k];
     if (x !== null && typeof x === 'object') max = Math.max(max, depth(x, limit - 1));
     if (max > limit) break;
   }

@@ -73,7 +73,11 @@ export function parseTimestamp(ts: string | number): Instant | undefined {
 /** parseTimestamp's text alone (query parameters). */
 export const normalizeTimestamp = (ts: string | number): string | undefined => parseTimestamp(ts)?.iso;
 
-const NS_PER_MS = 1_000_000n;
+const NS_PER_S = 1_000_000_000n;
+
+/** The ISO text of the last second nanosInstant() wrote (a request's records mostly share their seconds). */
+let lastSecond = NaN;
+let lastPrefix = '';
 
 /**
  * An Instant from nanoseconds since the Unix epoch (OTLP, Loki), to the
@@ -82,8 +86,12 @@ const NS_PER_MS = 1_000_000n;
  */
 export function nanosInstant(ns: bigint): Instant | undefined {
   if (ns < 0n || ns >= 253_402_300_800_000_000_000n) return undefined;
-  const ms = Number(ns / NS_PER_MS);
-  const micros = Number((ns % NS_PER_MS) / 1000n);
-  const iso = new Date(ms).toISOString();
-  return { iso: `${iso.slice(0, 23)}${String(micros).padStart(3, '0')}Z`, hour: Math.floor(ms / HOUR_MS), ms };
+  const second = Number(ns / NS_PER_S);
+  const nanos = Number(ns % NS_PER_S);
+  if (second !== lastSecond) {
+    lastSecond = second;
+    lastPrefix = new Date(second * 1000).toISOString().slice(0, 19);
+  }
+  const ms = second * 1000 + Math.floor(nanos / 1_000_000);
+  return { iso: `${lastPrefix}.${String(Math.floor(nanos / 1000)).padStart(6, '0')}Z`, hour: Math.floor(ms / HOUR_MS), ms };
 }
