@@ -5,7 +5,9 @@
  * in PostgreSQL are exactly the logs that got a 2xx (none lost, none twice).
  * Graceful outages first (1-7), then crashes (8-10): redis-server killed with
  * SIGKILL, PostgreSQL stopped in immediate mode; 11: the syslog listeners and
- * POST /upload through a Redis outage. Each scenario prints
+ * POST /upload through a Redis outage; 12: OTLP and Loki pushes through the
+ * persister's kill, PostgreSQL and Redis outages and a full backlog. Each
+ * scenario prints
  * `acknowledged persisted duplicates lost`. Waits are on conditions with
  * deadlines, never fixed sleeps; the only timed pauses are the fault schedule
  * itself (random kill moments, seeded: rerun with LOGD_TEST_SEED=<seed> to
@@ -28,7 +30,7 @@ const seed = testSeed();
 const random = prng(seed);
 t.comment(`seed ${seed} (replay with LOGD_TEST_SEED=${seed})`);
 t.teardown(cleanupAll);
-// Eleven scenarios, each on its own services, and the persister's restart backoff in scenario 1: more than
+// Twelve scenarios, each on its own services, and the persister's restart backoff in scenario 1: more than
 // the suite's default of 240 s per file on a busy 2-core machine.
 t.setTimeout(360_000);
 
@@ -547,4 +549,62 @@ t.test('11. syslog (TCP, RELP) and journal upload while Redis is down: TCP and R
   t.same(await messages('s11-relp'), want(1000), 'RELP: every line once, in order');
   t.same(await messages('s11-journal'), Array.from({ length: 300 }, (_, i) => `entry ${i + 1}`), 'journal: every entry once');
   relpSock.destroy();
+});
+
+t.test('12. OTLP and Loki pushes through kill -9 of the persister, a PostgreSQL outage, a Redis restart and a full backlog: every acknowledged record once', async (t) => {
+  const LIMIT = 3000;
+  const { startLoad, redis, pg, r, logd } = await rig(t, {
+    redis: { appendfsync: 'always' },
+    env: { LOGD_QUEUE_CLAIM_IDLE_MS: '2000', LOGD_QUEUE_MAX_BACKLOG: String(LIMIT) },
+  });
+  const loads = {
+    otlp: startLoad({ prefix: 's12o', format: 'otlp', clients: 2, perRequest: 10, pauseMs: 5, timeoutMs: 20_000 }),
+    loki: startLoad({ prefix: 's12l', format: 'loki', clients: 2, perRequest: 10, pauseMs: 5, timeoutMs: 20_000 }),
+  };
+  const both = async (n: number, what: string): Promise<void> => {
+    await Promise.all(Object.entries(loads).map(([name, l]) => l.waitMoreAcked(n, 30_000, `${n} more ${name} records acknowledged ${what}`)));
+  };
+  const refusedSince = (since: number, n: number): Promise<unknown> => Promise.all(Object.entries(loads).map(([name, l]) =>
+    waitFor(`${n} ${name} requests refused with 503 since ${since}`, () => l.attempts.filter((a) => a.start >= since && a.status === 503).length >= n, 30_000)));
+  await both(200, 'at the start');
+
+  for (let k = 0; k < 3; k++) {
+    const [pid] = logd.children('persister');
+    const before = await rowCount(pg);
+    await waitFor('the persister to load rows', async () => (await rowCount(pg)) > before, 30_000, 20);
+    process.kill(pid, 'SIGKILL');
+    await waitFor(`a new persister after ${pid}`, () => logd.children('persister').some((p) => p !== pid), 30_000);
+  }
+  await both(200, 'after three persister kills');
+
+  await pg.stop();
+  await both(300, 'while PostgreSQL is down');
+  await pg.start();
+
+  await redis.stop();
+  await refusedSince(Date.now(), 5);
+  await redis.start();
+  await both(200, 'after Redis came back');
+
+  const [pid] = logd.children('persister');
+  process.kill(pid, 'SIGSTOP');
+  let paused = true;
+  t.teardown(() => { if (paused) try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } });
+  await refusedSince(Date.now(), 5);
+  process.kill(pid, 'SIGCONT');
+  paused = false;
+  await both(200, 'after the backlog cleared');
+
+  const reports = { otlp: await loads.otlp.stop(), loki: await loads.loki.stop() };
+  for (const [name, report] of Object.entries(reports)) {
+    t.comment(`${name} requests: ${JSON.stringify(report.statuses)}`);
+    const refused = report.attempts.filter((a) => a.status === 503);
+    t.ok(refused.length >= 10, `${name}: ${refused.length} requests refused with 503`);
+    t.same(refused.filter((a) => !a.retryAfter).length, 0, `${name}: every 503 carries Retry-After`);
+    t.same([...new Set(report.attempts.map((a) => a.status))].filter((s) => s !== 200 && s !== 204 && s !== 503), [], `${name}: only 2xx and 503 answers`);
+  }
+  await drained(t, r, 30_000);
+  const lostReply = 'Redis ran the append but its reply was lost in the shutdown, so the client got a 503 (it retries: at-least-once at the HTTP boundary)';
+  verdict(t, 'scenario 12 (OTLP)', await tally(pg, 's12o', reports.otlp.acked, reports.otlp.attempted), { allowUnacknowledgedStored: lostReply });
+  verdict(t, 'scenario 12 (Loki)', await tally(pg, 's12l', reports.loki.acked, reports.loki.attempted), { allowUnacknowledgedStored: lostReply });
 });

@@ -267,6 +267,31 @@ t.test('nginx in front of two logd instances', async (t) => {
     t.equal(rows, 1000);
   });
 
+  await t.test('the shippers\' routes and probes pass through nginx', async (t) => {
+    const ns = `${BigInt(Date.now()) * 1_000_000n}`;
+    const post = (p: string, type: string, body: string) => httpRequest(`${nginx.url}${p}`, { method: 'POST', headers: { 'content-type': type }, body });
+    const otlp = await post('/v1/logs', 'application/json', JSON.stringify({ resourceLogs: [{
+      resource: { attributes: [{ key: 'host.name', value: { stringValue: 'via-nginx-otlp' } }] },
+      scopeLogs: [{ logRecords: [{ timeUnixNano: ns, severityNumber: 9, body: { stringValue: 'otlp through nginx' } }] }],
+    }] }));
+    t.same([otlp.status, otlp.body], [200, {}], 'OTLP/HTTP JSON: 200 {}');
+    const loki = await post('/loki/api/v1/push', 'application/json', JSON.stringify({ streams: [{ stream: { host: 'via-nginx-loki' }, values: [[ns, 'loki through nginx']] }] }));
+    t.equal(loki.status, 204, `Loki push: 204 ${loki.text}`);
+    const doc = JSON.stringify({ message: 'bulk through nginx', host: { name: 'via-nginx-es' } });
+    for (const [p, action] of [['/_bulk', '{"create":{"_index":"logs-nginx"}}'], ['/logs-nginx/_bulk', '{"create":{}}']]) {
+      const bulk = await post(p, 'application/x-ndjson', `${action}\n${doc}\n`);
+      t.same([bulk.status, bulk.body?.errors, bulk.body?.items?.[0]?.create?.status], [200, false, 201], `${p}: 200, the item 201`);
+    }
+    const root = await httpRequest(`${nginx.url}/`);
+    t.same([root.status, root.headers['x-elastic-product'], typeof root.body?.version?.number], [200, 'Elasticsearch', 'string'], 'GET /: the Elasticsearch probe');
+    for (const p of ['/ready', '/_cluster/health']) t.equal((await httpRequest(`${nginx.url}${p}`)).status, 200, `GET ${p}`);
+    const rows = await waitFor('the 4 rows', async () => {
+      const got = await pg.query<{ device_id: string; n: string }>("SELECT device_id, count(*) AS n FROM logs WHERE device_id LIKE 'via-nginx-%' GROUP BY 1 ORDER BY 1");
+      return got.reduce((a, r) => a + Number(r.n), 0) >= 4 ? got.map((r) => [r.device_id, Number(r.n)]) : undefined;
+    }, 20_000, 100);
+    t.same(rows, [['via-nginx-es', 2], ['via-nginx-loki', 1], ['via-nginx-otlp', 1]]);
+  });
+
   await t.test('bodies over the limits: 413 JSON from nginx, logd never sees them', async (t) => {
     const big = Buffer.alloc(51 * MiB, 'x');
     const cases: { name: string; path: string; body: Buffer; headers: Record<string, string> }[] = [

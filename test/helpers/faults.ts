@@ -79,6 +79,30 @@ export interface LoadOptions {
   pauseMs?: number;
   /** pause after a non-2xx answer or an error, ms (so refusals don't spin) */
   refusedPauseMs?: number;
+  /** the ingest route and its format: logd's JSON API (default), OTLP/HTTP JSON, or Loki push JSON */
+  format?: 'logd' | 'otlp' | 'loki';
+}
+
+/** One load request for `messages` of `device`, in `format`. */
+function loadRequest(format: LoadOptions['format'], device: string, messages: string[], data: Record<string, number>): { path: string; body: string } {
+  if (format === 'otlp') {
+    const logRecords = messages.map((message) => ({
+      timeUnixNano: `${Date.now()}000000`,
+      severityNumber: 9,
+      body: { stringValue: message },
+      attributes: Object.entries(data).map(([key, v]) => ({ key, value: { intValue: String(v) } })),
+    }));
+    const resource = { attributes: [{ key: 'host.name', value: { stringValue: device } }] };
+    return { path: '/v1/logs', body: JSON.stringify({ resourceLogs: [{ resource, scopeLogs: [{ logRecords }] }] }) };
+  }
+  if (format === 'loki') {
+    const values = messages.map((message) => [`${Date.now()}000000`, message]);
+    return { path: '/loki/api/v1/push', body: JSON.stringify({ streams: [{ stream: { host: device, level: 'info' }, values }] }) };
+  }
+  const logs = messages.map((message) => ({ device_id: device, log_level: 'INFO', message, log_data: data }));
+  return messages.length === 1
+    ? { path: '/api/log', body: JSON.stringify(logs[0]) }
+    : { path: '/api/logs/batch', body: JSON.stringify({ logs }) };
 }
 
 export function startTrackedLoad(url: string, opts: LoadOptions): TrackedLoad {
@@ -95,12 +119,11 @@ export function startTrackedLoad(url: string, opts: LoadOptions): TrackedLoad {
   const loop = async (c: number): Promise<void> => {
     for (let i = 0; running; i++) {
       const messages = Array.from({ length: per }, (_, j) => `${opts.prefix}-${c}-${i}-${j}`);
-      const logs = messages.map((message) => ({ device_id: `${opts.prefix}-${c}`, log_level: 'INFO', message, log_data: { c, i } }));
-      const body = per === 1 ? JSON.stringify(logs[0]) : JSON.stringify({ logs });
+      const { path, body } = loadRequest(opts.format, `${opts.prefix}-${c}`, messages, { c, i });
       attempted.push(...messages);
       const a: Attempt = { start: Date.now(), end: 0, status: 0, messages };
       try {
-        const res = await fetch(`${url}${per === 1 ? '/api/log' : '/api/logs/batch'}`, {
+        const res = await fetch(`${url}${path}`, {
           method: 'POST',
           headers: { 'content-type': 'application/json' },
           body,
