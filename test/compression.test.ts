@@ -113,6 +113,29 @@ t.test('compressed request bodies', async (t) => {
     t.match(w.body.detail, /zstd frame's window of 1099511627776 bytes exceeds the limit of 16777216 bytes/);
   });
 
+  await t.test('zstd bodies of several frames: each is decoded, and each frame\'s window is checked before it is read', async (t) => {
+    const body = batch('c-frames', 200, 'z'.repeat(50));
+    const half = body.length >> 1;
+    // a skippable frame (RFC 8878 §3.1.2: magic 0x184D2A5?, 4-byte length, data), then the body in two frames
+    const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0]), Buffer.from('abc')]);
+    const frames = Buffer.concat([skippable, zstd(body.subarray(0, half)), zstd(body.subarray(half))]);
+    for (const piece of [frames.length, 3]) {
+      const r = await post(logd.port, frames, 'zstd', piece);
+      t.equal(r.status, 200, `in pieces of ${piece} bytes: ${JSON.stringify(r.body)}`);
+    }
+    t.equal((await waitRows(pg, 400, 'device_id = $1', ['c-frames'])).length, 400, 'both posts, every log');
+    // a first frame within the limits, then one declaring a content size of 1.5 GiB (single segment: its window)
+    const size = Buffer.alloc(8);
+    size.writeBigUInt64LE(1_610_612_736n);
+    const huge = Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0xe0]), size, Buffer.from([0x80, 0, 0]), Buffer.alloc(16)]);
+    for (const piece of [Infinity, 5]) {
+      const second = Buffer.concat([zstd(batch('c-frames-2', 3)), huge]);
+      const r = await post(logd.port, second, 'zstd', Math.min(piece, second.length));
+      t.equal(r.status, 413, `the second frame, in pieces of ${piece} bytes`);
+      t.match(r.body.detail, /zstd frame's window of 1610612736 bytes exceeds the limit of 16777216 bytes/);
+    }
+  });
+
   await t.test('broken bodies are 400, unknown codings 415, and the compressed size is bounded too', async (t) => {
     const good = gzipSync(batch('c-bad', 3));
     const truncated = await post(logd.port, good.subarray(0, good.length - 10), 'gzip');

@@ -136,27 +136,105 @@ function zlibDecoder(coding: 'gzip' | 'deflate', limit: number, sink: Sink): Dec
   };
 }
 
+const ZSTD_MAGIC = 0xfd2fb528;
+/** Skippable frames (RFC 8878 §3.1.2): magic 0x184D2A50 to 0x184D2A5F, a 4-byte length, that many bytes. */
+const isSkippable = (magic: number): boolean => (magic & 0xfffffff0) >>> 0 === 0x184d2a50;
+
+/** The length of the frame header that starts `b` (at least 5 bytes: magic and descriptor), or undefined when no frame starts there. */
+function frameHeaderLength(b: Buffer): number | undefined {
+  const magic = b.readUInt32LE(0);
+  if (isSkippable(magic)) return 8;
+  if (magic !== ZSTD_MAGIC) return undefined;
+  const fhd = b[4];
+  const single = (fhd >> 5) & 1;
+  return 5 + (single ? 0 : 1) + [0, 1, 2, 4][fhd & 3] + [single, 2, 4, 8][fhd >> 6];
+}
+
 /**
  * The window a zstd frame header (RFC 8878 §3.1.1.1) asks the decoder to
- * allocate, or undefined when `b` does not start with one. fzstd allocates
- * it as it is declared (up to 2 GiB), so it is checked first.
+ * allocate. fzstd allocates it as it is declared (up to 2 GiB), so it is
+ * checked first.
  */
-function zstdWindow(b: Buffer): number | undefined {
-  if (b.length < 6 || b.readUInt32LE(0) !== 0xfd2fb528) return undefined;
+function zstdWindow(b: Buffer): number {
   const fhd = b[4];
   if (!(fhd & 0x20)) {
     const wd = b[5];
     const base = 2 ** (10 + (wd >> 3));
     return base + (base / 8) * (wd & 7);
   }
-  const dictBytes = [0, 1, 2, 4][fhd & 3];
+  const at = 5 + [0, 1, 2, 4][fhd & 3];
   const fcsBytes = [1, 2, 4, 8][fhd >> 6];
-  const at = 5 + dictBytes;
-  if (b.length < at + fcsBytes) return undefined;
   if (fcsBytes === 1) return b[at];
   if (fcsBytes === 2) return b.readUInt16LE(at) + 256;
   if (fcsBytes === 4) return b.readUInt32LE(at);
   return Number(b.readBigUInt64LE(at));
+}
+
+/**
+ * Follows the frames of a zstd body (RFC 8878 §3.1) as its bytes arrive, by
+ * their headers and block headers alone, so that every frame's window is
+ * known before fzstd reads that frame (a body may hold many frames). Bytes
+ * that are not zstd end the walk: fzstd then says what is wrong.
+ */
+class ZstdFrames {
+  private head = Buffer.alloc(0);
+  private skip = 0;
+  private inFrame = false;
+  private checksum = false;
+  private off = false;
+
+  constructor(private readonly maxWindow: number) {}
+
+  /** Walks `chunk`; the window of a frame over the maximum, else undefined. */
+  scan(chunk: Buffer): number | undefined {
+    let at = 0;
+    while (at < chunk.length && !this.off) {
+      if (this.skip > 0) {
+        const n = Math.min(this.skip, chunk.length - at);
+        this.skip -= n;
+        at += n;
+        continue;
+      }
+      const want = this.inFrame ? 3 : this.head.length < 5 ? 5 : frameHeaderLength(this.head);
+      if (want === undefined) {
+        this.off = true;
+        break;
+      }
+      const n = Math.min(want - this.head.length, chunk.length - at);
+      this.head = Buffer.concat([this.head, chunk.subarray(at, at + n)]);
+      at += n;
+      if (this.head.length < want || (!this.inFrame && want === 5)) continue;
+      const window = this.header();
+      if (window !== undefined) return window;
+      this.head = Buffer.alloc(0);
+    }
+    return undefined;
+  }
+
+  /** A complete frame or block header in `head`: what follows it is skipped; a window over the maximum returned. */
+  private header(): number | undefined {
+    const h = this.head;
+    if (this.inFrame) {
+      const block = h[0] | (h[1] << 8) | (h[2] << 16);
+      const type = (block >> 1) & 3;
+      if (type === 3) this.off = true;
+      this.skip = type === 1 ? 1 : block >>> 3;
+      if (block & 1) {
+        this.inFrame = false;
+        if (this.checksum) this.skip += 4;
+      }
+      return undefined;
+    }
+    if (isSkippable(h.readUInt32LE(0))) {
+      this.skip = h.readUInt32LE(4);
+      return undefined;
+    }
+    const window = zstdWindow(h);
+    if (window > this.maxWindow) return window;
+    this.inFrame = true;
+    this.checksum = (h[4] & 4) !== 0;
+    return undefined;
+  }
 }
 
 /**
@@ -169,7 +247,8 @@ const ZSTD_WINDOW = 8 * 1024 * 1024;
 /** zstd, with fzstd (pure JavaScript: Node 20's zlib has no zstd). */
 function zstdDecoder(limit: number, sink: Sink): Decoder {
   let stopped = false;
-  let started = false;
+  const maxWindow = Math.max(limit, ZSTD_WINDOW);
+  const frames = new ZstdFrames(maxWindow);
   const z = new ZstdDecompress((out, final) => {
     if (stopped) return;
     if (out.length && !sink.data(Buffer.from(out.buffer, out.byteOffset, out.length))) {
@@ -184,13 +263,10 @@ function zstdDecoder(limit: number, sink: Sink): Decoder {
     },
     push(chunk, last) {
       if (stopped) return;
-      if (!started) {
-        started = true;
-        const window = zstdWindow(chunk);
-        if (window !== undefined && window > Math.max(limit, ZSTD_WINDOW)) {
-          stopped = true;
-          return sink.fail(new LogdError('LOGD_BODY_TOO_LARGE', `the zstd frame's window of ${window} bytes exceeds the limit of ${Math.max(limit, ZSTD_WINDOW)} bytes`));
-        }
+      const window = frames.scan(chunk);
+      if (window !== undefined) {
+        stopped = true;
+        return sink.fail(new LogdError('LOGD_BODY_TOO_LARGE', `a zstd frame's window of ${window} bytes exceeds the limit of ${maxWindow} bytes`));
       }
       try {
         z.push(chunk, last);
