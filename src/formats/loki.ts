@@ -21,7 +21,7 @@
 import { Root, type Type } from 'protobufjs/light';
 import type { Draft } from '../model/entry';
 import { levelFromText, type LogLevel } from '../model/levels';
-import { nanosInstant, type Instant } from '../model/time';
+import { nanosInstant, secondsInstant, type Instant } from '../model/time';
 
 /** Label names and values, or structured metadata (no prototype: `__proto__` is a valid label name). */
 export type Labels = Record<string, string>;
@@ -177,6 +177,8 @@ function draft(s: StreamInfo, line: string, time: Instant | undefined, metadata:
     log_level: s.level ?? (metadata && levelOf(metadata)) ?? 'INFO',
     message: line,
     data,
+    // labels and metadata hold strings: two levels
+    boundedDepth: true,
   };
   if (time) d.time = time;
   return d;
@@ -331,7 +333,7 @@ function protoTime(ts: EntryMessage['timestamp']): Instant | undefined | string 
   const nanos = ts.nanos;
   if (nanos < 0 || nanos > 999_999_999) return `timestamp nanos ${nanos} is outside 0..999999999`;
   if (seconds < 0 || seconds > MAX_SECONDS) return `timestamp of ${seconds} s is outside years 1970..9999`;
-  return nanosTime(BigInt(seconds) * 1_000_000_000n + BigInt(nanos));
+  return seconds === 0 && nanos === 0 ? undefined : secondsInstant(seconds, nanos);
 }
 
 function metadataOf(e: EntryMessage): Labels | undefined {

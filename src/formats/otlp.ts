@@ -276,6 +276,8 @@ function draftOf(f: Fields, shared: Shared, keys: readonly string[]): Draft {
     log_level: severityLevel(f.severityNumber, f.severityText),
     message: f.body === undefined || f.body === null ? '' : typeof f.body === 'string' ? f.body : JSON.stringify(f.body),
     data,
+    // every value was read within the room its place leaves (ATTRIBUTE_ROOM, SCOPE_ATTRIBUTE_ROOM)
+    boundedDepth: true,
   };
   if (time) d.time = time;
   return d;

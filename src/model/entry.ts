@@ -36,6 +36,8 @@ export interface Draft {
   data: Record<string, unknown>;
   /** event time, ISO-8601 with an offset (or already parsed); absent = receive time */
   time?: string | Instant;
+  /** the parser has kept `data` within MAX_LOG_DATA_DEPTH levels itself */
+  boundedDepth?: boolean;
 }
 
 /** Why PostgreSQL text cannot hold `s` (U+0000, unpaired surrogates), or undefined. */
@@ -146,7 +148,9 @@ export function admit(d: Draft, window: AcceptWindow, fallback: string): Accepte
     const why = window.refuses(d.log_level, time.ms);
     if (why) return why;
   }
-  if (depth(d.data, MAX_LOG_DATA_DEPTH) > MAX_LOG_DATA_DEPTH) return `attributes nest deeper than ${MAX_LOG_DATA_DEPTH} levels`;
+  if (!d.boundedDepth && depth(d.data, MAX_LOG_DATA_DEPTH) > MAX_LOG_DATA_DEPTH) {
+    return `attributes nest deeper than ${MAX_LOG_DATA_DEPTH} levels`;
+  }
   const message = keptMessage(d.message, d.data);
   return {
     device_id: cut(storable(device), MAX_DEVICE_ID),

@@ -86,8 +86,11 @@ let lastPrefix = '';
  */
 export function nanosInstant(ns: bigint): Instant | undefined {
   if (ns < 0n || ns >= 253_402_300_800_000_000_000n) return undefined;
-  const second = Number(ns / NS_PER_S);
-  const nanos = Number(ns % NS_PER_S);
+  return secondsInstant(Number(ns / NS_PER_S), Number(ns % NS_PER_S));
+}
+
+/** An Instant from whole seconds since the Unix epoch (0 to 253402300799: years 1970..9999) and nanoseconds (0 to 999999999). */
+export function secondsInstant(second: number, nanos: number): Instant {
   if (second !== lastSecond) {
     lastSecond = second;
     lastPrefix = new Date(second * 1000).toISOString().slice(0, 19);
