@@ -1,9 +1,10 @@
 /**
- * The load generator of bench/listeners.ts, run as its child (node:child_process
- * fork) so that building and sending logs does not share the bench's event
- * loop. Every path sends the logs of gen.ts's entry(): the same devices,
- * levels, messages (`<run>:<tid>:<seq>:<j> ...`, unique) and data, in the
- * path's own format.
+ * The load generator of bench/listeners.ts and bench/protocols.ts, run as
+ * their child (node:child_process fork) so that building and sending logs
+ * does not share the bench's event loop. Every path sends the logs of
+ * gen.ts's entry(): the same devices, levels, messages (`<run>:<tid>:<seq>:<j>
+ * ...`, unique; the http kind cycles through a pool of bodies, so its
+ * messages recur once per turn) and data, in the path's own format.
  *
  * The parent sends one command at a time over IPC:
  *   { start: Load }   begins a load;
@@ -17,6 +18,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { entry, type Entry } from './gen';
+import { buildBodies, taken, type Format } from './protocols';
 
 export type Load =
   /** POST /api/logs/batch, `per` logs per request, closed loop on `connections` keep-alive connections */
@@ -26,7 +28,12 @@ export type Load =
   /** POST /upload, chunked export-format bodies of `entries` entries, `uploads` at once, each with its own __SEQNUM_ID */
   | { kind: 'journal'; port: number; run: string; uploads: number; entries: number }
   /** one syslog connection writing `rate` numbered lines/s until it fails or `maxMs` passes */
-  | { kind: 'paced'; port: number; run: string; rate: number; maxMs: number };
+  | { kind: 'paced'; port: number; run: string; rate: number; maxMs: number }
+  /**
+   * POST bodies of a protocols.ts format, `per` logs each (gzipped with `gzip`): `bodies` distinct ones built
+   * here before the first request, then sent in turn, closed loop on `connections` keep-alive connections
+   */
+  | { kind: 'http'; port: number; run: string; connections: number; format: Format; gzip: boolean; per: number; bodies: number };
 
 export interface Result {
   /** logs handed to the connection */
@@ -38,6 +45,9 @@ export interface Result {
   /** paced: epoch ms at which the connection ended (logd closed it, or it failed), and how: 'FIN' or the error's code */
   endedAtMs?: number;
   ending?: string;
+  /** http: logs taken from each body (by index) over the load, and the body bytes sent */
+  perBody?: number[];
+  bytes?: number;
 }
 
 const HOST = '127.0.0.1';
@@ -60,6 +70,8 @@ class Tally {
   errors: Record<string, number> = {};
   endedAtMs: number | undefined;
   ending: string | undefined;
+  perBody: number[] | undefined;
+  bytes: number | undefined;
   fail(code: string, logs: number): void {
     this.errors[code] = (this.errors[code] ?? 0) + logs;
   }
@@ -69,7 +81,7 @@ class Tally {
     this.ending = how;
   }
   result(): Result {
-    return { sent: this.sent, delivered: this.delivered, errors: this.errors, endedAtMs: this.endedAtMs, ending: this.ending };
+    return { sent: this.sent, delivered: this.delivered, errors: this.errors, endedAtMs: this.endedAtMs, ending: this.ending, perBody: this.perBody, bytes: this.bytes };
   }
 }
 
@@ -286,7 +298,54 @@ function paced(o: Extract<Load, { kind: 'paced' }>, t: Tally): Running {
   return { stop: async () => { stop(); await ended; }, ended };
 }
 
-const START = { native, syslog, journal, paced } as const;
+/** A request's status and its whole body; status 0 and the error's code when it failed. */
+function exchangeBytes(req: http.ClientRequest): Promise<{ status: number; body: Buffer; code?: string }> {
+  return new Promise((resolve) => {
+    req.once('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    req.once('error', (err: NodeJS.ErrnoException) => resolve({ status: 0, body: Buffer.alloc(0), code: err.code ?? err.message }));
+  });
+}
+
+function httpBodies(o: Extract<Load, { kind: 'http' }>, t: Tally): Running {
+  const built = buildBodies(o.format, o.run, o.bodies, o.per, o.gzip);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: o.connections });
+  const perBody = new Array<number>(o.bodies).fill(0);
+  let bytes = 0;
+  let next = 0;
+  let stopping = false;
+  const loop = async (): Promise<void> => {
+    while (!stopping) {
+      const b = next;
+      next = (next + 1) % o.bodies;
+      const body = built.bodies[b];
+      t.sent += o.per;
+      bytes += body.length;
+      const req = http.request({ host: HOST, port: o.port, path: built.path, method: 'POST', agent, headers: { ...built.headers, 'content-length': body.length } });
+      const answer = exchangeBytes(req);
+      req.end(body);
+      const a = await answer;
+      const n = a.code ?? taken(o.format, a.status, a.body, o.per);
+      if (typeof n === 'string') t.fail(n, o.per);
+      else {
+        t.delivered += n;
+        perBody[b] += n;
+        if (n < o.per) t.fail(`${a.status}: ${o.per - n} of ${o.per} refused`, o.per - n);
+      }
+    }
+  };
+  const all = Promise.all(Array.from({ length: o.connections }, () => loop())).then(() => {
+    agent.destroy();
+    t.perBody = perBody;
+    t.bytes = bytes;
+  });
+  return { stop: async () => { stopping = true; await all; } };
+}
+
+const START = { native, syslog, journal, paced, http: httpBodies } as const;
 
 process.title = 'bench-sender';
 process.on('disconnect', () => process.exit(0));
