@@ -19,12 +19,14 @@
  *
  *   npm run bench:listeners   # BENCH_ROUNDS=3 BENCH_SECONDS=8 BENCH_WARMUP_S=2 BENCH_STOP_REPS=3 BENCH_OUT=BENCHMARKS.md (- = print only)
  */
-import { execFileSync, fork, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { freePort } from '../test/helpers/services';
-import { QUIET_CORES, QuietGate, Sampler, type RoleStats } from './lib/proc';
+import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
+import { median } from './lib/run';
+import {
+  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+} from './lib/harness';
 import type { Load, Result } from './lib/senders';
 import { benchPostgres, benchRedis, installReaper, redisClient, sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
 
@@ -82,24 +84,9 @@ const PATHS: Record<PathKey, PathSpec> = {
 const ORDER: PathKey[] = ['native', 'syslog', 'journal'];
 
 /** One load of one path. */
-interface LoadRun {
+interface LoadRun extends LoadMeasure {
   path: PathKey;
-  round: number;
-  /** logs accepted (logd_logs_accepted_total) over the measured window, and its length in s */
-  accepted: number;
-  seconds: number;
-  /** CPU µs per accepted log over the window, by role */
-  windowUs: Map<string, number>;
-  /** cores used over the window, by role */
-  cores: Map<string, number>;
-  /** CPU µs per stored log from the load's start to the persister caught up, by role */
-  wholeUs: Map<string, number>;
-  othersCores: number;
-  result: Result;
-  rows: number;
   distinct: number;
-  /** from the load's end to the backlog back at 0, s */
-  drainS: number;
 }
 
 /** One stop of logd under the paced syslog sender. */
@@ -115,84 +102,13 @@ interface StopRun {
   endedAfterMs?: number;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const int = (n: number): string => Math.round(n).toLocaleString('en-US');
-const us = (n: number | undefined): string => (n === undefined || !Number.isFinite(n) ? '—' : n < 10 ? n.toFixed(2) : n.toFixed(1));
 const log = (s: string): void => { process.stderr.write(`[bench:listeners ${((Date.now() - T0) / 1000).toFixed(0).padStart(4)} s] ${s}\n`); };
 const T0 = Date.now();
-
-/** The load generator child; one load at a time. */
-class Sender {
-  private readonly child: ChildProcess;
-  private waiting: { resolve(r: Result): void; reject(e: Error): void } | undefined;
-
-  constructor() {
-    // the child inherits this process's --import of the TypeScript loader
-    this.child = fork(path.join(__dirname, 'lib', 'senders.ts'), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    this.child.on('message', (m: { result?: Result }) => {
-      if (!m.result) return;
-      const w = this.waiting;
-      this.waiting = undefined;
-      w?.resolve(m.result);
-    });
-    this.child.on('exit', (code, signal) => this.waiting?.reject(new Error(`the sender exited (${code ?? signal})`)));
-  }
-
-  /** Starts a load; resolves with its result once it is stopped or ends by itself. */
-  start(load: Load): Promise<Result> {
-    const done = new Promise<Result>((resolve, reject) => { this.waiting = { resolve, reject }; });
-    this.child.send({ start: load });
-    return done;
-  }
-
-  stop(): void {
-    this.child.send({ stop: true });
-  }
-
-  close(): void {
-    if (this.child.exitCode === null) this.child.kill();
-  }
-}
-
-async function acceptedTotal(logd: Logd): Promise<{ n: number; t: number }> {
-  const text = await (await fetch(`${logd.url}/metrics`)).text();
-  const m = /^logd_logs_accepted_total (\S+)$/m.exec(text);
-  if (!m) throw new Error('logd_logs_accepted_total is missing from /metrics');
-  return { n: Number(m[1]), t: Date.now() };
-}
-
-/** Roles of the stack and the sender (not the bench's own process). */
-const STACK = ['logd: primary', 'logd: http', 'logd: persister', 'redis-server', 'postgres', 'bench-sender'];
-const stackUs = (l: LoadRun): number => STACK.reduce((sum, role) => sum + (l.wholeUs.get(role) ?? 0), 0);
-
-const perLog = (roles: Map<string, RoleStats>, logs: number): Map<string, number> =>
-  new Map([...roles].map(([role, r]) => [role, (r.cpuS * 1e6) / Math.max(logs, 1)]));
-
-function commit(): string {
-  const head = execFileSync('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD']).toString().trim();
-  const touched = execFileSync('git', ['-C', ROOT, 'status', '--porcelain', '--', 'src', 'bin', 'schema.sql', 'conf', 'package.json']).toString()
-    .split('\n').filter(Boolean).map((l) => l.slice(3));
-  return touched.length ? `${head} + uncommitted changes in ${touched.join(', ')}` : head;
-}
-
-function versions(): string {
-  const out = (cmd: string, args: string[]): string => {
-    const r = spawnSync(cmd, args, { encoding: 'utf8' });
-    return `${r.stdout ?? ''}${r.stderr ?? ''}`;
-  };
-  const cpu = (/model name\s*:\s*(.*)/.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '?').replace(/\s+/g, ' ');
-  const redis = /v=(\S+)/.exec(out('redis-server', ['--version']))?.[1] ?? '?';
-  const pg = /(\d+\.\d+)/.exec(out('/usr/lib/postgresql/15/bin/postgres', ['--version']))?.[1] ?? '?';
-  return `${os.availableParallelism()} cores (${cpu}), ${(os.totalmem() / 1024 ** 3).toFixed(1)} GiB RAM, Linux ${os.release()}; Node ${process.version}, redis-server ${redis}, PostgreSQL ${pg}`;
-}
 
 async function main(): Promise<void> {
   installReaper();
   const startedAt = new Date();
-  const head = commit();
+  const head = commit(ROOT);
   if (!fs.existsSync(path.join(ROOT, 'dist', 'bin', 'logd.js'))) throw new Error('dist/bin/logd.js is missing: npm run build');
   log('starting redis-server, postgres');
   const redisServer = await benchRedis(ROOT);
@@ -218,20 +134,7 @@ async function main(): Promise<void> {
   const gate = new QuietGate(QUIET_BUDGET_MS, QUIET_CORES, QUIET_PER_LOAD_MS);
   const roots = (): number[] => [process.pid];
 
-  const backlog = async (): Promise<number> => Number((await redis.get(BACKLOG_KEY)) ?? 0);
-  const drained = async (): Promise<number> => {
-    const t = Date.now();
-    while ((await backlog()) > 0) {
-      if (Date.now() - t > DRAIN_TIMEOUT_MS) throw new Error(`backlog still ${await backlog()} after ${DRAIN_TIMEOUT_MS} ms`);
-      await sleep(50);
-    }
-    return (Date.now() - t) / 1000;
-  };
-  const clean = async (): Promise<void> => {
-    await drained();
-    await pgs.pool.query('TRUNCATE logs, logd_ingested');
-    await pgs.pool.query('CHECKPOINT');
-  };
+  const { drained, clean } = backlogWaits(redis, pgs.pool, BACKLOG_KEY, DRAIN_TIMEOUT_MS);
 
   const loads: LoadRun[] = [];
   for (let round = 1; round <= ROUNDS; round++) {
@@ -299,19 +202,14 @@ async function main(): Promise<void> {
   await logd.stop();
   process.stdout.write(`${section}\n`);
   if (OUT !== '-') {
-    writeSection(OUT, section);
+    writeSection(OUT, { begin: BEGIN, end: END, after: AFTER }, section);
     log(`wrote the listeners section of ${OUT}`);
   }
 }
 
-interface ReportInput {
-  startedAt: Date;
-  minutes: number;
-  head: string;
-  where: Awaited<ReturnType<typeof storage>>;
+interface ReportInput extends Omit<RunHeader, 'workers'> {
   loads: LoadRun[];
   stops: StopRun[];
-  machine: string;
   logd: Logd;
 }
 
@@ -334,7 +232,7 @@ function report(r: ReportInput): string {
   const kill = stopsOf('SIGKILL');
   const term = stopsOf('SIGTERM');
   const roles = ['logd: http', 'bench-sender', 'logd: persister', 'redis-server', 'postgres'];
-  const allUs = (k: PathKey): number => med(k, (l) => stackUs(l));
+  const allUs = (k: PathKey): number => med(k, (l) => stackUs(l.wholeUs));
 
   const lines: string[] = [];
   const p = (s = ''): void => { lines.push(s); };
@@ -344,11 +242,7 @@ function report(r: ReportInput): string {
   p('npm run bench:listeners   # bench/listeners.ts; BENCH_ROUNDS=3 BENCH_SECONDS=8 BENCH_WARMUP_S=2 BENCH_STOP_REPS=3');
   p('```');
   p();
-  p(`Measured on ${r.startedAt.toISOString().replace(/\.\d+Z$/, 'Z')} in ${r.minutes.toFixed(1)} min; logd at \`${r.head}\` with its default worker count (${r.logd.config.workers} HTTP workers + persister), auth open, queue.max_backlog 50,000,000 and Redis maxmemory 4gb so that no load is refused (the persister runs throughout and catches up after each load). Machine: ${r.machine}. How it works: bench/README.md.`);
-  p();
-  p(`Storage: PostgreSQL's data directory (\`${r.where.postgres.dataDirectory}\`; stock settings, fsync ${r.where.postgres.fsync}, synchronous_commit ${r.where.postgres.synchronousCommit}) on ${r.where.postgres.fs}; Redis' AOF (\`${r.where.redis.aofDirectory}\`; appendonly ${r.where.redis.appendonly}, appendfsync ${r.where.redis.appendfsync}) on ${r.where.redis.fs}.`);
-  p();
-  p(`Everything shares the ${os.availableParallelism()} cores: the sender (one Node process, bench/lib/senders.ts), logd, Redis, PostgreSQL. Other load on the machine during the measured windows (processes the bench did not start, /proc): median ${median(others).toFixed(2)}, max ${Math.max(...others).toFixed(2)} cores${Math.max(...others) >= QUIET_CORES ? ' (the machine was shared: rates are noisier than the µs per log)' : ' (the machine was otherwise quiet)'}.`);
+  for (const line of headerLines({ ...r, workers: r.logd.config.workers }, others)) p(line);
   p();
   p('### Targets');
   p();
@@ -419,19 +313,6 @@ function interpretation(x: {
           ? ` In ${termReadAndDropped.length} of ${x.term.length} stops logd closed in order (FIN, not a reset), so it had read every line written, and still did not store the last ones: at the deadline syslog.stop() destroys the connections and the worker exits without waiting for what their batchers held (src/listen/syslog.ts stop(), src/http/worker.ts stop()).`
           : ''),
   ].join(' ');
-}
-
-function writeSection(file: string, body: string): void {
-  const block = `${BEGIN}\n${body.trimEnd()}\n${END}`;
-  let text = fs.readFileSync(file, 'utf8');
-  const b = text.indexOf(BEGIN);
-  const e = text.indexOf(END);
-  if (b >= 0 && e > b) text = text.slice(0, b) + block + text.slice(e + END.length);
-  else {
-    const a = text.indexOf(AFTER);
-    text = a >= 0 ? `${text.slice(0, a + AFTER.length)}\n\n${block}${text.slice(a + AFTER.length)}` : `${text.trimEnd()}\n\n${block}\n`;
-  }
-  fs.writeFileSync(file, text);
 }
 
 main().then(
