@@ -43,7 +43,7 @@ const NODE = hostname();
 function esShape(err: LogdError): { status: number; type: string; headers: Record<string, string> } {
   if (err.status === 503) return { status: 429, type: 'es_rejected_execution_exception', headers: { 'retry-after': '1' } };
   if (err.status === 401) return { status: 401, type: 'security_exception', headers: { 'www-authenticate': 'Basic realm="logd" charset="UTF-8", Bearer realm="logd", ApiKey' } };
-  if (err.status === 403) return { status: 403, type: 'security_exception', headers: {} };
+  if (err.status === 403) return { status: 403, type: 'security_exception', headers: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' } };
   if (err.status === 415) return { status: 415, type: 'media_type_header_exception', headers: {} };
   if (err.status >= 500) return { status: err.status, type: 'exception', headers: {} };
   return { status: err.status, type: err.code === 'LOGD_INVALID_ENCODING' ? 'parse_exception' : 'illegal_argument_exception', headers: {} };

@@ -37,6 +37,7 @@ const MAX_NAMED = 10;
 
 const ERROR_HEADERS: Record<number, Record<string, string>> = {
   401: { 'www-authenticate': 'Bearer realm="logd"' },
+  403: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' },
   429: { 'retry-after': '1' },
   503: { 'retry-after': '1' },
 };
