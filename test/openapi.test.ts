@@ -35,7 +35,13 @@ t.test('openapi', async (t) => {
         t.ok(op.parameters.some((p: { name: string; in: string }) => p.name === m[1] && p.in === 'path'), `${path}: path parameter ${m[1]}`);
       }
       if (route.body) t.ok(op.requestBody.content[route.bodyType ?? 'application/json'].schema, `${path}: request body (${route.bodyType ?? 'application/json'})`);
+      // errors in the route's own shape where it has one (a protocol's), else logd's Error
+      const errorTypes = Object.keys(route.errorSchemas ?? { 'application/json': {} }).sort();
+      t.same(Object.keys(op.responses['401']?.content ?? op.responses['500'].content).sort(), errorTypes, `${path}: errors as ${errorTypes.join(', ')}`);
     }
+    const status = doc.paths['/v1/logs'].post.responses['400'].content['application/json'].schema;
+    t.match(status.description, /google\.rpc\.Status/, 'OTLP errors are a google.rpc.Status');
+    t.equal(doc.paths['/api/log'].post.responses['400'].content['application/json'].schema.$ref, '#/components/schemas/Error', 'logd\'s own routes answer its Error');
   });
 
   await t.test('the schemas are valid JSON Schema 2020-12 and resolve', async (t) => {

@@ -191,11 +191,23 @@ const BULK_DESCRIPTION = 'The Elasticsearch bulk API (NDJSON): index and create 
   + 'Errors of the whole request have Elasticsearch\'s shape ({"error": {"root_cause", "type", "reason"}, "status"}); a worker out of body budget answers 429 es_rejected_execution_exception + Retry-After. '
   + 'Mapping and clients: docs/elasticsearch.md.';
 
+/** The errors of the Elasticsearch routes, in the OpenAPI document. */
+const ES_ERROR_SCHEMAS = {
+  'application/json': {
+    type: 'object',
+    required: ['error', 'status'],
+    properties: {
+      error: { type: 'object', description: 'root_cause (a list of {type, reason}), type and reason', properties: { type: { type: 'string' }, reason: { type: 'string' } } },
+      status: { type: 'integer' },
+    },
+  },
+};
+
 /** What the bulk routes answer for the whole request (in Elasticsearch's shape, with these statuses). */
 const BULK_ERRORS: ErrorCode[] = ['LOGD_BAD_REQUEST', 'LOGD_INVALID_ENCODING', 'LOGD_BODY_TOO_LARGE', 'LOGD_UNSUPPORTED_MEDIA_TYPE', 'LOGD_UNSUPPORTED_ENCODING'];
 
 const bulkRoute = (path: string, summary: string, index: (req: HttpRequest) => string): Route => ({
-  method: 'post', path, scope: 'ingest', summary, description: BULK_DESCRIPTION, enabled, reply: esError,
+  method: 'post', path, scope: 'ingest', summary, description: BULK_DESCRIPTION, enabled, reply: esError, errorSchemas: ES_ERROR_SCHEMAS,
   body: { type: 'string' }, bodyType: 'application/x-ndjson',
   ok: { description: 'Elasticsearch\'s bulk answer: {"took", "errors", "items"}' },
   errors: BULK_ERRORS,
@@ -203,7 +215,7 @@ const bulkRoute = (path: string, summary: string, index: (req: HttpRequest) => s
 });
 
 const probe = (path: string, summary: string, answer: (cfg: Config) => string): Route => ({
-  method: 'get', path, scope: 'ingest', summary, enabled, reply: esError,
+  method: 'get', path, scope: 'ingest', summary, enabled, reply: esError, errorSchemas: ES_ERROR_SCHEMAS,
   ok: { description: 'what Elasticsearch answers' },
   errors: [],
   handle: (x, _req, ctx) => sendJson(x, 200, answer(ctx.cfg), PRODUCT),
@@ -216,7 +228,7 @@ export const ELASTIC_ROUTES: Route[] = [
   probe('/_cluster/health', 'Elasticsearch cluster health (always green)', () => CLUSTER_HEALTH),
   probe('/_license', 'Elasticsearch license (basic)', () => LICENSE),
   {
-    method: 'get', path: '/_cat/health', scope: 'ingest', summary: 'Elasticsearch cat health (rsyslog omelasticsearch\'s health check)', enabled, reply: esError,
+    method: 'get', path: '/_cat/health', scope: 'ingest', summary: 'Elasticsearch cat health (rsyslog omelasticsearch\'s health check)', enabled, reply: esError, errorSchemas: ES_ERROR_SCHEMAS,
     ok: { description: 'one line of text, or JSON with format=json', contentType: 'text/plain; charset=UTF-8' },
     errors: [],
     handle: (x, req) => catHealth(x, req),

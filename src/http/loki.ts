@@ -145,6 +145,9 @@ function push(cfg: Config, queue: Queue, x: Exchange, req: HttpRequest): void {
 
 const enabled = (cfg: Config): boolean => cfg.loki.enabled;
 
+/** The errors of the Loki routes, in the OpenAPI document. */
+const LOKI_ERROR_SCHEMAS = { 'text/plain': { type: 'string', description: 'the problem and a newline (a 400 after a partial store: the counts, then the first problems)' } };
+
 export const LOKI_ROUTES: Route[] = [
   {
     method: 'post', path: '/loki/api/v1/push', scope: 'ingest',
@@ -157,6 +160,7 @@ export const LOKI_ROUTES: Route[] = [
     ok: { status: 204, description: 'every entry is stored (no body)' },
     errors: [...INGEST_ERRORS, 'LOGD_INVALID_PROTOBUF', 'LOGD_RECORDS_REJECTED'],
     reply: lokiReply,
+    errorSchemas: LOKI_ERROR_SCHEMAS,
     enabled,
     handle: (x, req, ctx) => push(ctx.cfg, ctx.queue, x, req),
   },
@@ -167,6 +171,7 @@ export const LOKI_ROUTES: Route[] = [
     ok: { description: '"ready"', contentType: TEXT },
     errors: ['LOGD_QUEUE_UNAVAILABLE'],
     reply: lokiReply,
+    errorSchemas: LOKI_ERROR_SCHEMAS,
     enabled,
     handle: (x, _req, ctx) => {
       if (ctx.queue.redis.status === 'ready') return send(x, 200, TEXT, 'ready\n');

@@ -47,7 +47,13 @@ const errorSchema = {
   },
 };
 
-function errorResponses(codes: ErrorCode[]): Record<string, object> {
+/** An OpenAPI content map: each media type with its schema. */
+const content = (schemas: Record<string, object>): Record<string, object> =>
+  Object.fromEntries(Object.entries(schemas).map(([type, schema]) => [type, { schema: toOpenApi(schema) }]));
+
+const LOGD_ERROR_SCHEMAS = { 'application/json': { $ref: '#/components/schemas/Error' } };
+
+function errorResponses(codes: ErrorCode[], body: Record<string, object>): Record<string, object> {
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of codes) byStatus.set(ERRORS[code].status, [...(byStatus.get(ERRORS[code].status) ?? []), code]);
   const out: Record<string, object> = {};
@@ -55,17 +61,10 @@ function errorResponses(codes: ErrorCode[]): Record<string, object> {
     out[String(status)] = {
       description: list.map((c) => `\`${c}\`: ${ERRORS[c].message}`).join('; '),
       ...(status === 503 ? { headers: { 'Retry-After': { schema: { type: 'integer' }, description: 'seconds to wait before retrying' } } } : {}),
-      content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      content: content(body),
     };
   }
   return out;
-}
-
-/** The request body's media types and their schemas. */
-function bodyContent(route: Route, body: object): Record<string, object> {
-  const content: Record<string, object> = { [route.bodyType ?? 'application/json']: { schema: toOpenApi(body) } };
-  for (const [type, schema] of Object.entries(route.otherBodies ?? {})) content[type] = { schema: toOpenApi(schema) };
-  return content;
 }
 
 function operation(route: Route): object {
@@ -89,13 +88,13 @@ function operation(route: Route): object {
     operationId: `${route.method}${route.path.replace(/[^a-zA-Z0-9]+(.)?/g, (_, c: string | undefined) => (c ? c.toUpperCase() : ''))}`,
     ...(route.scope === 'public' ? { security: [] } : { security: [{ bearer: [route.scope] }] }),
     ...(parameters.length ? { parameters } : {}),
-    ...(route.body ? { requestBody: { required: true, content: bodyContent(route, route.body) } } : {}),
+    ...(route.body ? { requestBody: { required: true, content: content({ [route.bodyType ?? 'application/json']: route.body, ...route.otherBodies }) } } : {}),
     responses: {
       [route.ok.status ?? 200]: {
         description: route.ok.description,
         ...(route.ok.schema || route.ok.contentType ? { content: { [route.ok.contentType ?? 'application/json']: { schema: toOpenApi(route.ok.schema ?? { type: 'string' }) } } } : {}),
       },
-      ...errorResponses(errors),
+      ...errorResponses(errors, route.errorSchemas ?? LOGD_ERROR_SCHEMAS),
     },
   };
 }

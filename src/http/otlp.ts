@@ -197,6 +197,10 @@ export const OTLP_ROUTES: Route[] = [
       'LOGD_UNSUPPORTED_ENCODING', 'LOGD_OVERLOADED', 'LOGD_QUEUE_UNAVAILABLE', 'LOGD_BACKLOG_FULL',
     ],
     reply: replyJson,
+    errorSchemas: {
+      'application/json': { type: 'object', description: 'google.rpc.Status in OTLP/JSON', properties: { code: { type: 'integer', description: 'the gRPC code' }, message: { type: 'string' }, details: { type: 'array', items: { type: 'object' }, description: 'google.rpc.ErrorInfo (reason: logd\'s error code, domain: logd) and, for a 400, google.rpc.BadRequest' } } },
+      'application/x-protobuf': { type: 'string', format: 'binary', description: 'google.rpc.Status, for a protobuf request' },
+    },
     enabled: (cfg) => cfg.otlp.enabled,
     handle: (x, req, ctx) => otlpLogs(ctx.cfg, ctx.queue, x, req),
   },

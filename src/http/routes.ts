@@ -72,6 +72,8 @@ export interface Route {
   hidden?: boolean;
   /** answers errors found before the handler runs (headers, authentication) in the route's protocol shape; default sendError */
   reply?: Reply;
+  /** the media types and JSON Schemas of its error answers, when not logd's JSON Error (a protocol's own shape) */
+  errorSchemas?: Record<string, object>;
   /** served only when this holds (a protocol switched off in the configuration is 404) */
   enabled?: (cfg: Config) => boolean;
   /** Runs synchronously in the uWS callback (req is valid only until it returns). */
