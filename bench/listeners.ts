@@ -300,7 +300,6 @@ function interpretation(x: {
   const ratio = (k: PathKey): string => `${(x.httpUs(k) / x.httpUs('native')).toFixed(1)}×`;
   const endings = (ss: StopRun[]): string => [...new Set(ss.map((s) => (s.result.ending === 'FIN' ? 'an orderly close' : s.result.ending ?? 'no end seen')))].join(' or ');
   const termLost = x.term.map(x.lost);
-  const termReadAndDropped = x.term.filter((s) => s.result.ending === 'FIN' && x.lost(s) > 0);
   return [
     `Syslog over TCP reached ${int(x.syslog)} lines/s, ${((x.syslog / x.native) * 100).toFixed(0)}% of the native batch path's ${int(x.native)} logs/s in the same run (target ${int(x.want)}: ${x.pass ? 'met' : 'missed'}); journal upload reached ${int(x.journal)} entries/s.`,
     `All processes share the cores, so a path's rate depends on the CPU its HTTP worker needs per log and on what Redis, the persister and PostgreSQL take meanwhile; the µs per log are the figures that carry over to other machines: a syslog line costs the HTTP workers ${us(x.httpUs('syslog'))} µs (${ratio('syslog')} a log of a 100-log JSON batch, ${us(x.httpUs('native'))} µs) and a journal entry ${us(x.httpUs('journal'))} µs (${ratio('journal')}). From sender to PostgreSQL, every process included, a syslog line costs ${us(x.allUs('syslog'))} µs of CPU and a native log ${us(x.allUs('native'))} µs: where all of them share the cores, syslog's rate can reach about ${((x.allUs('native') / x.allUs('syslog')) * 100).toFixed(0)}% of native's.`,
@@ -308,10 +307,7 @@ function interpretation(x: {
     `Plain TCP syslog has no acknowledgement: on kill -9 a sender loses what logd had read but not yet appended (src/listen/batcher.ts: a connection's frame goes out 5 ms or 1000 lines after its first line, and up to 4,000 lines wait behind a frame being appended), what sat unread in logd's socket, and what it wrote after logd died until its connection ended (${endings(x.kill)}, median ${int(median(x.kill.map((s) => s.endedAfterMs ?? NaN)))} ms after the signal): median ${int(median(x.kill.map(x.lost)))} lines (${median(x.kill.map(x.lostMs)).toFixed(1)} ms of its stream at ${int(PACED_RATE)} lines/s), at most ${int(Math.max(...x.kill.map(x.lost)))}.`,
     termLost.every((n) => n === 0)
       ? 'On SIGTERM nothing was lost: logd stops accepting, reads each connection until it is quiet or server.drain_ms has passed, and stores what it read before it closes it.'
-      : `On SIGTERM a sender that keeps writing lost median ${int(median(termLost))} lines, at most ${int(Math.max(...termLost))}: its connection is never quiet, so logd reads it until server.drain_ms has passed and closes it (median ${int(median(x.term.map((s) => s.endedAfterMs ?? NaN)))} ms after the signal).`
-        + (termReadAndDropped.length
-          ? ` In ${termReadAndDropped.length} of ${x.term.length} stops logd closed in order (FIN, not a reset), so it had read every line written, and still did not store the last ones: at the deadline syslog.stop() destroys the connections and the worker exits without waiting for what their batchers held (src/listen/syslog.ts stop(), src/http/worker.ts stop()).`
-          : ''),
+      : `On SIGTERM a sender that keeps writing lost median ${int(median(termLost))} lines, at most ${int(Math.max(...termLost))}: its connection is never quiet, so at the deadline (server.drain_ms; median ${int(median(x.term.map((s) => s.endedAfterMs ?? NaN)))} ms after the signal, ${endings(x.term)}) logd stops reading it, stores what it had taken in and closes it (src/listen/syslog.ts stop()); what the sender wrote after that is lost, as plain TCP syslog has no acknowledgement (RELP resends what was not acknowledged).`,
   ].join(' ');
 }
 
