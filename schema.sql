@@ -27,10 +27,22 @@ CREATE TABLE IF NOT EXISTS logs (
 --   logs_created_idx. BRIN(created_at) cannot give that order.
 -- No primary key: ids come from one sequence, and a unique index on a
 -- partitioned table must include created_at, so it would only cost COPY.
--- No GIN on log_data or message: measured, they cost COPY more than the rare
--- searches they speed up are worth (q and data filter the index scans).
+-- No GIN on log_data or message here: measured, on the table COPY writes
+-- into they cost it more than the searches they speed up are worth. A
+-- partition whose range has ended gets them in the background instead
+-- (src/storage/search-indexes.ts): trigram on message, jsonb_path_ops on
+-- log_data.
 CREATE INDEX IF NOT EXISTS logs_device_created_idx ON logs (device_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS logs_created_idx ON logs (created_at DESC, id DESC);
+
+-- pg_trgm (a trusted extension: the database owner may create it) for the
+-- trigram indexes; without it, closed partitions get only the log_data one.
+DO $$
+BEGIN
+  CREATE EXTENSION IF NOT EXISTS pg_trgm;
+EXCEPTION WHEN insufficient_privilege OR undefined_file THEN
+  RAISE NOTICE 'pg_trgm unavailable (%): no trigram search indexes', SQLERRM;
+END $$;
 
 -- What maintenance dropped: read by `logd storage`, `logd status`, /metrics
 -- and /health (a disk-budget drop of logs still inside their retention).

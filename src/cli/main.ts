@@ -70,14 +70,15 @@ second, and the storage totals with the last and next partition drop
     run: (cfg) => status(withEmbeddedEndpoints(cfg), process.stdout),
   },
   storage: {
-    summary: 'partitions of logs: ranges, rows, size, retention; last and next drop',
+    summary: 'partitions of logs: ranges, rows, size, search indexes, retention; last and next drop',
     help: `usage: logd storage [--config PATH] [--data-dir DIR]
 
 Lists the partitions of \`logs\` oldest first (with their level leaves when
-retention.by_level is set): range, logs, size on disk, and when retention
-drops them (a running logd's persister drops it at its next maintenance pass,
-once the stream holds no log received before that time). Then the totals,
-the last drop and the next.
+retention.by_level is set): range, logs, size on disk, its search indexes
+(open: its range has not ended; pending, building or built), and when
+retention drops them (a running logd's persister drops it at its next
+maintenance pass, once the stream holds no log received before that time).
+Then the totals, the last drop and the next.
 `,
     flags: ['data-dir'],
     positionals: false,

@@ -1,8 +1,9 @@
 /**
  * `logd storage`: the partitions of `logs`, oldest first, with their level
  * leaves, rows (from the hourly rollups, which count exactly the rows of
- * each hour and level), size on disk and when retention drops them; then
- * the totals, the last drop and the next.
+ * each hour and level), size on disk, their search indexes (open, pending,
+ * building, built) and when retention drops them; then the totals, the last
+ * drop and the next.
  */
 import pg from 'pg';
 import type { Config } from '../config';
@@ -10,6 +11,7 @@ import { pgConfig } from '../connections';
 import { LOG_LEVELS } from '../model/levels';
 import { expiry, storageState, units, type DropRecord, type StorageState } from '../storage/maintenance';
 import { listPartitions } from '../storage/partitions';
+import { searchStates } from '../storage/search-indexes';
 
 const when = (t: number | null): string => (t === null || !Number.isFinite(t) ? '-' : new Date(t).toISOString().replace(':00.000Z', 'Z'));
 
@@ -44,17 +46,18 @@ export async function storage(cfg: Config, out: NodeJS.WritableStream, now = Dat
     const expires = new Map(units(cfg, partitions).map((u) => [u.leaf ?? u.partition, expiry(u)]));
     const rowsIn = (from: number, to: number, levels: (l: string) => boolean): number =>
       hourly.reduce((s, r) => (Number(r.t) >= from && Number(r.t) < to && levels(r.log_level) ? s + Number(r.n) : s), 0);
-    out.write(`${'partition'.padEnd(30)}${'from'.padEnd(19)}${'to'.padEnd(19)}${'levels'.padEnd(22)}${'logs'.padStart(12)}${'size'.padStart(12)}  expires\n`);
+    const search = await searchStates(client, partitions, now);
+    out.write(`${'partition'.padEnd(30)}${'from'.padEnd(19)}${'to'.padEnd(19)}${'levels'.padEnd(22)}${'logs'.padStart(12)}${'size'.padStart(12)}  ${'search'.padEnd(9)}expires\n`);
     for (const p of partitions) {
-      const row = (name: string, levels: string, n: number, size: number, exp: number | undefined): void => {
-        out.write(`${name.padEnd(30)}${when(Number.isFinite(p.from) ? p.from : null).padEnd(19)}${when(p.to).padEnd(19)}${levels.padEnd(22)}${String(n).padStart(12)}${bytes(size).padStart(12)}  ${exp === undefined ? '' : when(exp)}\n`);
+      const row = (name: string, levels: string, n: number, size: number, state: string, exp: number | undefined): void => {
+        out.write(`${name.padEnd(30)}${when(Number.isFinite(p.from) ? p.from : null).padEnd(19)}${when(p.to).padEnd(19)}${levels.padEnd(22)}${String(n).padStart(12)}${bytes(size).padStart(12)}  ${state.padEnd(9)}${exp === undefined ? '' : when(exp)}\n`);
       };
-      row(p.name, p.leaves.length ? 'by level:' : 'all', rowsIn(p.from, p.to, () => true), p.bytes, expires.get(p));
+      row(p.name, p.leaves.length ? 'by level:' : 'all', rowsIn(p.from, p.to, () => true), p.bytes, search.get(p) ?? '', expires.get(p));
       const listed = p.leaves.flatMap((l) => l.levels ?? []);
       for (const leaf of p.leaves) {
         const mine = (l: string): boolean => (leaf.levels ? leaf.levels.includes(l) : !listed.includes(l));
         const names = leaf.levels ?? ['DEFAULT', ...LOG_LEVELS.filter(mine)];
-        row(`  ${leaf.name}`, names.join(','), rowsIn(p.from, p.to, mine), leaf.bytes, expires.get(leaf));
+        row(`  ${leaf.name}`, names.join(','), rowsIn(p.from, p.to, mine), leaf.bytes, '', expires.get(leaf));
       }
     }
     const s = await storageState(client, cfg, now, partitions);

@@ -1,13 +1,15 @@
 /** The persister process: the persister loop, and its heartbeat for /health. */
 import os from 'node:os';
+import pg from 'pg';
 import type { Config } from '../config';
-import { redisClient } from '../connections';
+import { pgConfig, redisClient } from '../connections';
 import type { Logger } from '../log';
 import { partitionsDropped, rowsDropped, trackBacklog, trackStorage } from '../metrics';
 import { HEARTBEAT_MS, publishStatus } from '../queue/status';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
 import { maintain, type StorageState } from '../storage/maintenance';
+import { buildSearchIndex } from '../storage/search-indexes';
 import { Persister } from './persister';
 
 /** Stable per instance, so a restarted persister finds the entries it had taken (its pending list). */
@@ -50,6 +52,27 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
     } catch (err) {
       log.warn({ err }, 'storage maintenance failed; will retry');
     }
+    if (!stopping && cfg.storage.search_indexes) await buildIndex();
+  };
+  // Search indexes on closed partitions (src/storage/search-indexes.ts), after the pass; ended at stop.
+  let builder: pg.Client | undefined;
+  const buildIndex = async (): Promise<void> => {
+    const client = new pg.Client(pgConfig(cfg));
+    builder = client;
+    try {
+      await client.connect();
+      // the backend gives the build up within a second of this client's end (at stop); PostgreSQL 14 and later
+      await client.query("SET client_connection_check_interval = '1s'").catch(() => undefined);
+      const t0 = Date.now();
+      const r = await buildSearchIndex(client, cfg, Date.now(), await queue.backlog());
+      if (r.dropped.length) log.info({ indexes: r.dropped }, 'invalid search indexes dropped (a build cut short)');
+      if (r.built) log.info({ index: r.built, ms: Date.now() - t0 }, 'search index built');
+    } catch (err) {
+      if (!stopping) log.warn({ err }, 'search index build failed; will retry');
+    } finally {
+      builder = undefined;
+      await client.end().catch(() => undefined);
+    }
   };
   let stopping = false;
   const scheduleMaintenance = (): void => {
@@ -74,6 +97,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
       persister.stop();
       stopping = true;
       clearTimeout(maintenanceTimer);
+      await builder?.end().catch(() => undefined);
       await Promise.all([done, maintaining]);
       clearInterval(timer);
       reader.disconnect();

@@ -1,0 +1,138 @@
+/**
+ * Search indexes on closed partitions (src/storage/search-indexes.ts), on a
+ * real PostgreSQL: one index per pass, newest closed partition first, level
+ * leaves included, never the partition of now; the search query uses them
+ * with no change; an invalid index left by a build cut short is dropped and
+ * built again; a full backlog, another node's build and the switch keep a
+ * pass from building; `logd storage` shows each partition's state; and a
+ * running logd's persister builds them by itself.
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import t from 'tap';
+import { loadConfig, type Config } from '../src/config';
+import { migrate } from '../src/persist/migrate';
+import { SQL } from '../src/sql';
+import { DAY_MS } from '../src/storage/layout';
+import { createPartitions, listPartitions } from '../src/storage/partitions';
+import { buildSearchIndex, searchStates } from '../src/storage/search-indexes';
+import { LOGD_BIN, postJson, serviceEnv, startLogd } from './helpers/logd';
+import { cleanupAll, startPostgres, startRedis, waitFor, type PostgresServer } from './helpers/services';
+
+t.teardown(cleanupAll);
+
+const NOW = Date.UTC(2026, 5, 15, 12);
+
+async function database(server: PostgresServer, name: string, env: Record<string, string> = {}): Promise<{ cfg: Config; c: pg.Client }> {
+  await server.createDatabase(name);
+  const cfg = loadConfig(undefined, { ...server.env, POSTGRES_DB: name, ...env });
+  await migrate(cfg);
+  const c = new pg.Client({ host: cfg.postgres.host, port: cfg.postgres.port, user: cfg.postgres.user, database: name });
+  await c.connect();
+  t.teardown(() => c.end());
+  return { cfg, c };
+}
+
+/** `n` rows a day over the `days` days before NOW's and on NOW's day, one in 500 with a rare token and rare data. */
+async function fill(c: pg.Client, cfg: Config, days: number, n: number): Promise<void> {
+  const start = NOW - days * DAY_MS - (NOW % DAY_MS);
+  await createPartitions(c, cfg, Array.from({ length: days + 1 }, (_, d) => start + d * DAY_MS));
+  await c.query(`INSERT INTO logs (device_id, log_level, message, log_data, created_at)
+    SELECT 'dev-' || (i % 20), (ARRAY['DEBUG','INFO','ERROR'])[1 + i % 3],
+      'request ' || md5(i::text) || CASE WHEN i % 500 = 0 THEN ' needle-7' ELSE '' END,
+      jsonb_build_object('i', i, 'order', CASE WHEN i % 500 = 0 THEN 'rare' ELSE 'common' END),
+      to_timestamp(${start / 1000}) + (i::float8 * ${(days + 1) * 86_400} / ${(days + 1) * n}) * interval '1 second'
+    FROM generate_series(0, ${(days + 1) * n - 1}) i`);
+  await c.query('ANALYZE logs');
+}
+
+const indexes = async (c: pg.Client): Promise<{ name: string; valid: boolean }[]> =>
+  (await c.query<{ name: string; valid: boolean }>(
+    "SELECT c.relname AS name, i.indisvalid AS valid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname ~ '_(message_trgm|data_gin)$' ORDER BY 1",
+  )).rows;
+
+/** Passes until one builds nothing; the names built, in order. */
+async function buildAll(c: pg.Client, cfg: Config, now = NOW): Promise<string[]> {
+  const built: string[] = [];
+  for (;;) {
+    const r = await buildSearchIndex(c, cfg, now, 0);
+    if (!r.built) return built;
+    built.push(r.built);
+  }
+}
+
+t.test('closed partitions get both indexes, one per pass, newest first; the search uses them', async (t) => {
+  const server = await startPostgres();
+  const { cfg, c } = await database(server, 'closed');
+  await fill(c, cfg, 2, 3000);
+  const first = await buildSearchIndex(c, cfg, NOW, 0);
+  t.equal(first.built, 'logs_20260614_00_message_trgm', 'the newest closed partition first');
+  t.same((await indexes(c)).map((x) => x.name), ['logs_20260614_00_message_trgm'], 'one index per pass');
+  const rest = await buildAll(c, cfg);
+  t.same(rest, ['logs_20260614_00_data_gin', 'logs_20260613_00_message_trgm', 'logs_20260613_00_data_gin']);
+  t.ok((await indexes(c)).every((x) => x.valid), 'all valid');
+  t.notOk((await indexes(c)).some((x) => x.name.startsWith('logs_20260615_00')), 'the partition of now has none');
+  const states = new Map([...await searchStates(c, await listPartitions(c), NOW)].map(([p, s]) => [p.name, s]));
+  t.same(['logs_20260613_00', 'logs_20260614_00', 'logs_20260615_00'].map((n) => states.get(n)), ['built', 'built', 'open']);
+
+  const plan = async (q: string | null, data: string | null): Promise<string> => (await c.query(
+    `EXPLAIN (COSTS OFF) ${SQL.searchLogs}`, [null, null, null, null, q, data, null, null, 51],
+  )).rows.map((r) => r['QUERY PLAN']).join('\n');
+  const byText = await plan('%needle-7%', null);
+  t.match(byText, /Bitmap Index Scan on logs_20260614_00_message_trgm/, 'q: the trigram index of a closed partition');
+  t.match(byText, /Seq Scan on logs_20260615_00/, 'q: the open partition is scanned');
+  t.match(await plan(null, '{"order":"rare"}'), /Bitmap Index Scan on logs_20260613_00_data_gin/, 'data: the jsonb_path_ops index');
+  const found = await c.query(SQL.searchLogs, [null, null, null, null, '%needle-7%', null, null, null, 1000]);
+  t.equal(found.rows.length, 3 * 3000 / 500, 'every row with the token, across indexed and scanned partitions');
+});
+
+t.test('level leaves each get their indexes; a build cut short is dropped and built again', async (t) => {
+  const server = await startPostgres();
+  const { cfg, c } = await database(server, 'leaves', { LOGD_RETENTION_BY_LEVEL: 'DEBUG=3' });
+  await fill(c, cfg, 1, 600);
+  const built = await buildAll(c, cfg);
+  t.same(built.sort(), ['logs_20260614_00_debug_data_gin', 'logs_20260614_00_debug_message_trgm', 'logs_20260614_00_rest_data_gin', 'logs_20260614_00_rest_message_trgm']);
+  // what a crash during CREATE INDEX CONCURRENTLY leaves: an index marked invalid, which no query uses
+  await c.query("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'logs_20260614_00_rest_message_trgm'::regclass");
+  const state = async (): Promise<string | undefined> => [...await searchStates(c, await listPartitions(c), NOW)].find(([p]) => p.name === 'logs_20260614_00')?.[1];
+  t.equal(await state(), 'pending', 'its partition is pending again');
+  const again = await buildSearchIndex(c, cfg, NOW, 0);
+  t.same(again.dropped, ['logs_20260614_00_rest_message_trgm'], 'the invalid index dropped');
+  t.equal(again.built, 'logs_20260614_00_rest_message_trgm', 'and built again');
+  t.ok((await indexes(c)).every((x) => x.valid));
+  t.equal(await state(), 'built');
+});
+
+t.test('a pass builds nothing while the backlog is high, another node builds, or the switch is off', async (t) => {
+  const server = await startPostgres();
+  const { cfg, c } = await database(server, 'skips');
+  await fill(c, cfg, 1, 300);
+  t.equal((await buildSearchIndex(c, cfg, NOW, cfg.storage.search_index_max_backlog + 1)).skipped, 'backlog');
+  const other = new pg.Client({ host: cfg.postgres.host, port: cfg.postgres.port, user: cfg.postgres.user, database: cfg.postgres.database });
+  await other.connect();
+  await other.query('SELECT pg_advisory_lock(4812990120)');
+  t.equal((await buildSearchIndex(c, cfg, NOW, 0)).skipped, 'other node');
+  await other.end();
+  const off = loadConfig(undefined, { ...server.env, POSTGRES_DB: 'skips', LOGD_STORAGE_SEARCH_INDEXES: 'false' });
+  t.equal((await buildSearchIndex(c, off, NOW, 0)).skipped, 'disabled');
+  t.same(await indexes(c), [], 'nothing built');
+  t.equal((await buildAll(c, cfg)).length, 2);
+  t.equal((await buildSearchIndex(c, cfg, NOW, 0)).skipped, 'nothing to build', 'then nothing left');
+});
+
+t.test('a running logd builds them by itself and `logd storage` shows the states', async (t) => {
+  const redis = await startRedis();
+  const server = await startPostgres();
+  const logd = await startLogd({ redis, pg: server, env: { LOGD_STORAGE_MAINTENANCE_INTERVAL_S: '1' } });
+  t.teardown(() => logd.stop());
+  const old = new Date(Date.now() - 2 * DAY_MS).toISOString();
+  t.equal((await postJson(`${logd.url}/api/log`, { device_id: 's', log_level: 'INFO', message: 'two days old needle', timestamp: old })).status, 200);
+  const day = new Date(Date.now() - 2 * DAY_MS).toISOString().slice(0, 10).replaceAll('-', '');
+  await waitFor('both indexes of the two-day-old partition', async () =>
+    Number((await server.query<{ n: string }>(`SELECT count(*) AS n FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname ~ '^logs_${day}_00_(message_trgm|data_gin)$' AND i.indisvalid`))[0].n) === 2, 30_000);
+  const out = (await promisify(execFile)(process.execPath, [LOGD_BIN, 'storage'], { env: { ...process.env, ...serviceEnv(redis, server) } })).stdout;
+  t.match(out, new RegExp(`^logs_${day}_00 .* built `, 'm'), 'the closed partition: built');
+  t.match(out, /\bsearch\b/, 'a search column');
+  t.match(out, new RegExp(`^logs_${new Date().toISOString().slice(0, 10).replaceAll('-', '')}_00 .* open `, 'm'), 'the partition of now: open');
+});
