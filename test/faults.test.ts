@@ -586,7 +586,8 @@ t.test('12. OTLP and Loki pushes through kill -9 of the persister, a PostgreSQL 
   await redis.start();
   await both(200, 'after Redis came back');
 
-  const [pid] = logd.children('persister');
+  // the HTTP workers take logs again before a persister that exited in the outage is back: wait for one
+  const pid = await waitFor('a persister', () => logd.children('persister')[0], 30_000);
   process.kill(pid, 'SIGSTOP');
   let paused = true;
   t.teardown(() => { if (paused) try { process.kill(pid, 'SIGCONT'); } catch { /* gone */ } });
