@@ -30,7 +30,7 @@ import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
 import { readRequest } from './body';
 import { appendEntries } from './ingest';
-import { send, sendJson, type Exchange } from './respond';
+import { ERROR_HEADERS, logFailure, send, sendJson, type Exchange } from './respond';
 import type { Route } from './routes';
 
 const PRODUCT = { 'x-elastic-product': 'Elasticsearch' };
@@ -41,9 +41,9 @@ const NODE = hostname();
 
 /** Elasticsearch's error type and the status sent for a logd error of the whole request. */
 function esShape(err: LogdError): { status: number; type: string; headers: Record<string, string> } {
-  if (err.status === 503) return { status: 429, type: 'es_rejected_execution_exception', headers: { 'retry-after': '1' } };
+  if (err.status === 503) return { status: 429, type: 'es_rejected_execution_exception', headers: ERROR_HEADERS[503] };
   if (err.status === 401) return { status: 401, type: 'security_exception', headers: { 'www-authenticate': 'Basic realm="logd" charset="UTF-8", Bearer realm="logd", ApiKey' } };
-  if (err.status === 403) return { status: 403, type: 'security_exception', headers: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' } };
+  if (err.status === 403) return { status: 403, type: 'security_exception', headers: ERROR_HEADERS[403] };
   if (err.status === 415) return { status: 415, type: 'media_type_header_exception', headers: {} };
   if (err.status >= 500) return { status: err.status, type: 'exception', headers: {} };
   return { status: err.status, type: err.code === 'LOGD_INVALID_ENCODING' ? 'parse_exception' : 'illegal_argument_exception', headers: {} };
@@ -51,6 +51,7 @@ function esShape(err: LogdError): { status: number; type: string; headers: Recor
 
 /** Answers an error of the whole request as Elasticsearch does: `{"error": {"root_cause", "type", "reason"}, "status"}`. */
 function esError(x: Exchange, err: LogdError): void {
+  logFailure(x, err);
   const { status, type, headers } = esShape(err);
   const cause = { type, reason: err.message };
   sendJson(x, status, JSON.stringify({ error: { root_cause: [cause], ...cause }, status }), { ...PRODUCT, ...headers });

@@ -19,14 +19,13 @@ import {
   decodePushRequest, pushJson, pushProtobuf, snappyLength, streamName, unsnappy,
   type LokiOptions, type LokiSink, type StreamRef,
 } from '../formats/loki';
-import { log } from '../log';
 import { protocolRecords } from '../metrics';
 import { admit, type Accepted, type Draft } from '../model/entry';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
 import { readBody, readRequest } from './body';
 import { appendEntries, INGEST_ERRORS } from './ingest';
-import { send, type Exchange } from './respond';
+import { ERROR_HEADERS, logFailure, send, type Exchange } from './respond';
 import type { Route } from './routes';
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -35,19 +34,9 @@ const PROTOBUF_TYPE = /^application\/(x-)?protobuf\s*(;|$)/i;
 /** Problems named in a 400; the answer says how many more there were. */
 const MAX_NAMED = 10;
 
-const ERROR_HEADERS: Record<number, Record<string, string>> = {
-  401: { 'www-authenticate': 'Bearer realm="logd"' },
-  403: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' },
-  429: { 'retry-after': '1' },
-  503: { 'retry-after': '1' },
-};
-
 /** An error as Loki answers one (http.Error): the message and a newline, as text. */
 export function lokiReply(x: Exchange, err: LogdError): void {
-  if (err.status >= 500 && err.code !== 'LOGD_BACKLOG_FULL') {
-    const c = (err.cause ?? err) as Error;
-    log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
-  }
+  logFailure(x, err);
   send(x, err.status, TEXT, `${err.message}\n`, ERROR_HEADERS[err.status]);
 }
 

@@ -15,14 +15,13 @@ import { LogdError, type ErrorCode } from '../errors';
 import {
   BadRequest, decodeJson, decodeProtobuf, ErrorInfo, ExportLogsServiceResponse, OtlpInvalid, Status, type Decoded,
 } from '../formats/otlp';
-import { log } from '../log';
 import { protocolRecords } from '../metrics';
 import { admit, type Accepted } from '../model/entry';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
 import { readRequest, type Reply } from './body';
 import { appendEntries } from './ingest';
-import { send, type Exchange } from './respond';
+import { ERROR_HEADERS, logFailure, send, type Exchange } from './respond';
 import type { Route } from './routes';
 
 type Encoding = 'protobuf' | 'json';
@@ -51,13 +50,6 @@ function grpcCode(status: number): number {
   if (status >= 500) return 13; // INTERNAL
   return 3; // INVALID_ARGUMENT
 }
-
-const HEADERS: Record<number, Record<string, string>> = {
-  401: { 'www-authenticate': 'Bearer realm="logd"' },
-  403: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' },
-  429: { 'retry-after': '1' },
-  503: { 'retry-after': '1' },
-};
 
 const TYPE_URL = 'type.googleapis.com/google.rpc.';
 
@@ -93,17 +85,10 @@ function statusProtobuf(err: LogdError): Uint8Array {
   return Status.encode({ code: grpcCode(err.status), message, details }).finish();
 }
 
-/** Server-side failures are logged with the request id (not the cause's data: it may hold the client's logs). */
-function logFailure(x: Exchange, err: LogdError): void {
-  if (err.status < 500 || err.code === 'LOGD_BACKLOG_FULL') return;
-  const c = (err.cause ?? err) as Error;
-  log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
-}
-
 const replyIn = (encoding: Encoding): Reply => (x, err) => {
   logFailure(x, err);
   const body = encoding === 'protobuf' ? statusProtobuf(err) : statusJson(err);
-  send(x, err.status, CONTENT_TYPES[encoding], body, HEADERS[err.status]);
+  send(x, err.status, CONTENT_TYPES[encoding], body, ERROR_HEADERS[err.status]);
 };
 
 /** Answers an error as a google.rpc.Status in OTLP/JSON (errors found before the request's encoding is known). */

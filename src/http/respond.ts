@@ -86,8 +86,8 @@ export const sendJson = (x: Exchange, status: number, body: string, headers?: Re
 export const errorBody = (code: ErrorCode, detail: unknown = ERRORS[code].message): string =>
   JSON.stringify({ detail, code });
 
-/** Extra headers some statuses carry. */
-const ERROR_HEADERS: Record<number, Record<string, string>> = {
+/** Extra headers an error answer of these statuses carries, in every protocol's shape. */
+export const ERROR_HEADERS: Record<number, Record<string, string>> = {
   401: { 'www-authenticate': 'Bearer realm="logd"' },
   403: { 'www-authenticate': 'Bearer realm="logd", error="insufficient_scope"' },
   503: { 'retry-after': '1' },
@@ -103,14 +103,18 @@ function bounded(detail: unknown): unknown {
   return [...detail.slice(0, MAX_LISTED), { loc: [], msg: `${more} more problem${more > 1 ? 's' : ''} not listed`, type: 'too_many_errors' }];
 }
 
-/** Answers with a catalogue error; server-side failures are logged with the request id and cause. */
-export function sendError(x: Exchange, err: LogdError): void {
+/** Logs a server-side failure with the request id and its cause; what every error answer, in any shape, calls first. */
+export function logFailure(x: Exchange, err: LogdError): void {
   // Not the cause itself: an ioredis error carries the command's arguments, the client's logs. A full backlog is
   // counted in logd_logs_refused_total instead of logged once per refused request.
-  if (err.status >= 500 && err.code !== 'LOGD_BACKLOG_FULL') {
-    const c = (err.cause ?? err) as Error;
-    log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
-  }
+  if (err.status < 500 || err.code === 'LOGD_BACKLOG_FULL') return;
+  const c = (err.cause ?? err) as Error;
+  log().warn({ reqId: x.id, code: err.code, err: { type: c.name, message: c.message, stack: c.stack } }, err.message);
+}
+
+/** Answers with a catalogue error in logd's shape; server-side failures are logged (logFailure). */
+export function sendError(x: Exchange, err: LogdError): void {
+  logFailure(x, err);
   const headers = ERROR_HEADERS[err.status];
   sendJson(x, err.status, errorBody(err.code, bounded(err.detail)), headers);
 }
