@@ -11,6 +11,7 @@
  * the Redis command each hold a copy, so concurrent large batches could
  * otherwise exhaust the worker's heap and crash it with every request on it.
  */
+import { isUtf8 } from 'node:buffer';
 import { createGunzip, createInflate, createInflateRaw, gunzipSync, inflateRawSync, inflateSync, type Gunzip, type Inflate, type InflateRaw } from 'node:zlib';
 import { Decompress as ZstdDecompress } from 'fzstd';
 import { LogdError } from '../errors';
@@ -362,6 +363,17 @@ export function readBody(
     }
     decoder.push(Buffer.from(chunk.slice(0)), isLast);
   });
+}
+
+/** A body as JSON: its text and value, or the 400 to answer (not UTF-8, not JSON). */
+export function parseJson(body: Buffer): { text: string; value: unknown } | LogdError {
+  if (!isUtf8(body)) return new LogdError('LOGD_INVALID_UTF8');
+  const text = body.toString('utf8');
+  try {
+    return { text, value: JSON.parse(text) };
+  } catch (err) {
+    return new LogdError('LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
+  }
 }
 
 /**

@@ -4,7 +4,6 @@
  * only after Redis has the frame. appendEntries() does the last steps for
  * every HTTP ingest route.
  */
-import { isUtf8 } from 'node:buffer';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import { LogdError, type ErrorCode } from '../errors';
@@ -13,7 +12,7 @@ import type { Accepted } from '../model/entry';
 import { encodeFrame, type EncodedFrame } from '../queue/frame';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
-import { readRequest, type Reply } from './body';
+import { parseJson, readRequest, type Reply } from './body';
 import { ndjson } from './ndjson';
 import { fail, sendError, sendJson, type Exchange } from './respond';
 import { validateBody } from './validate';
@@ -29,11 +28,16 @@ export type Kind = 'single' | 'batch';
 const JSON_TYPE = /^application\/json\s*(;|$)/i;
 const NDJSON_TYPE = /^application\/(x-)?ndjson\s*(;|$)/i;
 
-function answer(kind: Kind, entryId: string, count: number, receivedAt: string): string {
-  if (kind === 'single') return `{"status":"received","message_id":"${entryId}:0","received_at":"${receivedAt}"}`;
+/** The batch route's answer for `count` logs in stream entry `entryId`; `more`: further members, each after a comma. */
+export function batchAnswer(entryId: string, count: number, receivedAt: string, more = ''): string {
   let ids = '';
   for (let i = 0; i < count; i++) ids += i ? `,"${entryId}:${i}"` : `"${entryId}:${i}"`;
-  return `{"status":"received","count":${count},"message_ids":[${ids}],"received_at":"${receivedAt}"}`;
+  return `{"status":"received","count":${count},"message_ids":[${ids}],"received_at":"${receivedAt}"${more}}`;
+}
+
+function answer(kind: Kind, entryId: string, count: number, receivedAt: string): string {
+  if (kind === 'single') return `{"status":"received","message_id":"${entryId}:0","received_at":"${receivedAt}"}`;
+  return batchAnswer(entryId, count, receivedAt);
 }
 
 /** Logs in a parsed body that failed validation (a batch's array length, else one). */
@@ -53,14 +57,9 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
     return;
   }
   readRequest(x, req, limit, (buf) => {
-    if (!isUtf8(buf)) return fail(x, 'LOGD_INVALID_UTF8');
-    const text = buf.toString('utf8');
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch (err) {
-      return fail(x, 'LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
-    }
+    const parsed = parseJson(buf);
+    if (parsed instanceof LogdError) return sendError(x, parsed);
+    const { text, value: body } = parsed;
     const verdict = validateBody(kind, body, text.includes('\\u'), acceptWindow(cfg, Date.now()));
     if (!verdict.ok) {
       logsRefused.inc({ reason: 'invalid' }, countLogs(kind, body));

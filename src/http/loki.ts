@@ -11,7 +11,6 @@
  * streams refused one by one get 400 naming the first few; the others are
  * stored before that answer.
  */
-import { isUtf8 } from 'node:buffer';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import { LogdError } from '../errors';
@@ -23,7 +22,7 @@ import { protocolRecords } from '../metrics';
 import { admit, type Accepted, type Draft } from '../model/entry';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
-import { readBody, readRequest } from './body';
+import { parseJson, readBody, readRequest } from './body';
 import { appendEntries, INGEST_ERRORS } from './ingest';
 import { ERROR_HEADERS, logFailure, send, type Exchange } from './respond';
 import type { Route } from './routes';
@@ -89,14 +88,9 @@ function fromProtobuf(body: Buffer, limit: number, opts: LokiOptions, out: Outco
 
 /** A JSON body into `out`, or the error to answer. */
 function fromJson(body: Buffer, opts: LokiOptions, out: Outcome): LogdError | undefined {
-  if (!isUtf8(body)) return new LogdError('LOGD_INVALID_UTF8');
-  let value: unknown;
-  try {
-    value = JSON.parse(body.toString('utf8'));
-  } catch (err) {
-    return new LogdError('LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
-  }
-  const why = pushJson(value, opts, out);
+  const parsed = parseJson(body);
+  if (parsed instanceof LogdError) return parsed;
+  const why = pushJson(parsed.value, opts, out);
   return why === undefined ? undefined : new LogdError('LOGD_BAD_REQUEST', why);
 }
 

@@ -21,7 +21,7 @@ import type { Accepted } from '../model/entry';
 import type { Queue } from '../queue/stream';
 import { acceptWindow, type AcceptWindow } from '../storage/layout';
 import { readRequest } from './body';
-import { appendEntries } from './ingest';
+import { appendEntries, batchAnswer } from './ingest';
 import { fail, sendJson, type Exchange } from './respond';
 import { validateBody, type Issue } from './validate';
 
@@ -83,13 +83,9 @@ function parseNdjson(body: Buffer, window: AcceptWindow): Parsed {
   return parsed;
 }
 
-function answer(p: Parsed, entryId: string, receivedAt: string): string {
-  let ids = '';
-  for (let i = 0; i < p.entries.length; i++) ids += i ? `,"${entryId}:${i}"` : `"${entryId}:${i}"`;
-  const items = JSON.stringify(p.failed.slice(0, MAX_ITEMS));
-  return `{"status":"received","count":${p.entries.length},"message_ids":[${ids}],"received_at":"${receivedAt}",`
-    + `"errors":${p.failed.length > 0},"rejected":${p.failed.length},"items":${items}}`;
-}
+/** The batch route's answer, and the failed lines. */
+const answer = (p: Parsed, entryId: string, receivedAt: string): string => batchAnswer(entryId, p.entries.length, receivedAt,
+  `,"errors":${p.failed.length > 0},"rejected":${p.failed.length},"items":${JSON.stringify(p.failed.slice(0, MAX_ITEMS))}`);
 
 export function ndjson(cfg: Config, queue: Queue, x: Exchange, req: HttpRequest): void {
   readRequest(x, req, cfg.server.body_limit_batch, (buf) => {

@@ -8,7 +8,6 @@
  * body that does not decode, 503 with Retry-After while the backlog is full
  * or Redis is down (nothing stored: the exporter's retry stores it once).
  */
-import { isUtf8 } from 'node:buffer';
 import type { HttpRequest } from 'uWebSockets.js';
 import type { Config } from '../config';
 import { LogdError, type ErrorCode } from '../errors';
@@ -19,7 +18,7 @@ import { protocolRecords } from '../metrics';
 import { admit, type Accepted } from '../model/entry';
 import type { Queue } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
-import { readRequest, type Reply } from './body';
+import { parseJson, readRequest, type Reply } from './body';
 import { appendEntries } from './ingest';
 import { ERROR_HEADERS, logFailure, send, type Exchange } from './respond';
 import type { Route } from './routes';
@@ -98,14 +97,8 @@ const replyProtobuf: Reply = replyIn('protobuf');
 function decode(body: Buffer, encoding: Encoding, keys: readonly string[]): Decoded | LogdError {
   try {
     if (encoding === 'protobuf') return decodeProtobuf(body, keys);
-    if (!isUtf8(body)) return new LogdError('LOGD_INVALID_UTF8');
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(body.toString('utf8'));
-    } catch (err) {
-      return new LogdError('LOGD_INVALID_JSON', `request body is not valid JSON: ${(err as Error).message}`);
-    }
-    return decodeJson(parsed, keys);
+    const parsed = parseJson(body);
+    return parsed instanceof LogdError ? parsed : decodeJson(parsed.value, keys);
   } catch (err) {
     if (!(err instanceof OtlpInvalid)) throw err;
     const code: ErrorCode = encoding === 'protobuf' ? 'LOGD_INVALID_PROTOBUF' : 'LOGD_BAD_REQUEST';
