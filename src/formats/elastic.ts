@@ -20,7 +20,7 @@
  * log_data (and objects they leave empty); the rest of the document is
  * log_data, with `index` set to the target index.
  */
-import { admit, MAX_LOG_DATA_DEPTH, type Accepted, type Draft } from '../model/entry';
+import { admit, MAX_LOG_DATA_DEPTH, nestsTooDeep, type Accepted, type Draft } from '../model/entry';
 import { levelFromText, type LogLevel } from '../model/levels';
 import { parseTimestamp, type Instant } from '../model/time';
 import type { AcceptWindow } from '../storage/layout';
@@ -193,19 +193,7 @@ function takeMessage(doc: Doc): string | undefined {
   delete doc[key];
   if (typeof v === 'string') return v;
   if (v === null || v === undefined) return '';
-  return nestsDeeper(v, MAX_LOG_DATA_DEPTH) ? undefined : JSON.stringify(v);
-}
-
-/** Whether `v` nests objects and arrays more than `max` levels deep (iterative: any depth is safe). */
-function nestsDeeper(v: unknown, max: number): boolean {
-  const stack: [unknown, number][] = [[v, 1]];
-  while (stack.length) {
-    const [x, d] = stack.pop()!;
-    if (x === null || typeof x !== 'object') continue;
-    if (d > max) return true;
-    for (const y of Array.isArray(x) ? x : Object.values(x)) stack.push([y, d + 1]);
-  }
-  return false;
+  return nestsTooDeep(v) ? undefined : JSON.stringify(v);
 }
 
 /**

@@ -80,6 +80,9 @@ function dataJson(data: Record<string, unknown>): string {
   return text.includes('\\u') && /\\u(0000|d[89a-f])/i.test(text) ? JSON.stringify(storableValue(data)) : text;
 }
 
+/** Whether `v` nests objects and arrays more than MAX_LOG_DATA_DEPTH levels deep (`v` itself the first). */
+export const nestsTooDeep = (v: unknown): boolean => depth(v, MAX_LOG_DATA_DEPTH) > MAX_LOG_DATA_DEPTH;
+
 /** How deep `v` nests objects and arrays, counting up to `limit + 1` at most (a bound on the recursion). */
 function depth(v: unknown, limit: number): number {
   if (v === null || typeof v !== 'object') return 0;
@@ -148,7 +151,7 @@ export function admit(d: Draft, window: AcceptWindow, fallback: string): Accepte
     const why = window.refuses(d.log_level, time.ms);
     if (why) return why;
   }
-  if (!d.boundedDepth && depth(d.data, MAX_LOG_DATA_DEPTH) > MAX_LOG_DATA_DEPTH) {
+  if (!d.boundedDepth && nestsTooDeep(d.data)) {
     return `attributes nest deeper than ${MAX_LOG_DATA_DEPTH} levels`;
   }
   const message = keptMessage(d.message, d.data);
