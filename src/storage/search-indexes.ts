@@ -23,11 +23,11 @@ import { listPartitions, type Partition } from './partitions';
 /** Arbitrary, fixed: the session advisory lock of the node that builds. */
 const BUILD_LOCK = 4_812_990_120;
 
-/** The search indexes of a table `t`: name suffix and definition. */
-export const SEARCH_INDEXES = [
-  { suffix: 'message_trgm', using: 'gin (message gin_trgm_ops)' },
+/** The search indexes of a table: name suffix, definition, and the extension it needs. */
+export const SEARCH_INDEXES: readonly { suffix: string; using: string; extension?: string }[] = [
+  { suffix: 'message_trgm', using: 'gin (message gin_trgm_ops)', extension: 'pg_trgm' },
   { suffix: 'data_gin', using: 'gin (log_data jsonb_path_ops)' },
-] as const;
+];
 
 export type SearchState = 'open' | 'built' | 'building' | 'pending';
 
@@ -45,10 +45,11 @@ async function existing(db: pg.ClientBase | pg.Pool): Promise<Map<string, boolea
   return new Map(rows.map((r) => [r.name, r.valid]));
 }
 
-/** The search indexes this database can have: the trigram one only with pg_trgm installed (schema.sql). */
-async function wanted(db: pg.ClientBase | pg.Pool): Promise<(typeof SEARCH_INDEXES)[number][]> {
-  const { rows } = await db.query("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'");
-  return SEARCH_INDEXES.filter((x) => rows.length > 0 || x.suffix !== 'message_trgm');
+/** The search indexes this database can have: those whose extension is installed (schema.sql creates pg_trgm where it may). */
+async function wanted(db: pg.ClientBase | pg.Pool): Promise<typeof SEARCH_INDEXES> {
+  const { rows } = await db.query<{ extname: string }>('SELECT extname FROM pg_extension');
+  const installed = new Set(rows.map((r) => r.extname));
+  return SEARCH_INDEXES.filter((x) => !x.extension || installed.has(x.extension));
 }
 
 /** Each partition's state: open (its range has not ended), built, building (an index is being made) or pending. */
