@@ -25,7 +25,7 @@ import { freePort } from '../test/helpers/services';
 import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { median } from './lib/run';
 import {
-  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
 } from './lib/harness';
 import type { Load, Result } from './lib/senders';
 import { benchPostgres, benchRedis, installReaper, redisClient, sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
@@ -42,10 +42,6 @@ const PACED_RATE = 20_000;
 const PACED_BEFORE_MS = 2000;
 /** Budget of the quiet gate (waits while other processes use > QUIET_CORES cores) over the whole bench, in ms. */
 const QUIET_BUDGET_MS = 30_000;
-const QUIET_PER_LOAD_MS = 5000;
-/** Longest wait for the persister to catch up after a load, in ms. */
-const DRAIN_TIMEOUT_MS = 180_000;
-const BACKLOG_KEY = 'logs:stream:backlog';
 const BEGIN = '<!-- bench:listeners:begin -->';
 const END = '<!-- bench:listeners:end -->';
 const AFTER = '<!-- bench:ingest:end -->';
@@ -134,7 +130,7 @@ async function main(): Promise<void> {
   const gate = new QuietGate(QUIET_BUDGET_MS, QUIET_CORES, QUIET_PER_LOAD_MS);
   const roots = (): number[] => [process.pid];
 
-  const { drained, clean } = backlogWaits(redis, pgs.pool, BACKLOG_KEY, DRAIN_TIMEOUT_MS);
+  const { drained, clean } = backlogWaits(redis, pgs.pool);
 
   const loads: LoadRun[] = [];
   for (let round = 1; round <= ROUNDS; round++) {

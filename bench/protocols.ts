@@ -28,7 +28,7 @@ import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { buildBodies, FORMATS, taken, type Format } from './lib/protocols';
 import { median } from './lib/run';
 import {
-  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
 } from './lib/harness';
 import type { Load } from './lib/senders';
 import { benchPostgres, benchRedis, installReaper, redisClient, sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
@@ -49,10 +49,6 @@ const POOL = 64;
 const TARGET = 0.7;
 /** Budget of the quiet gate (waits while other processes use > QUIET_CORES cores) over the whole bench, in ms. */
 const QUIET_BUDGET_MS = 60_000;
-const QUIET_PER_LOAD_MS = 5000;
-/** Longest wait for the persister to catch up after a load, in ms. */
-const DRAIN_TIMEOUT_MS = 180_000;
-const BACKLOG_KEY = 'logs:stream:backlog';
 const BEGIN = '<!-- bench:protocols:begin -->';
 const END = '<!-- bench:protocols:end -->';
 const AFTER = '<!-- bench:listeners:end -->';
@@ -122,7 +118,7 @@ async function main(): Promise<void> {
   const where = await storage(redis, pgs.pool);
   log(`logd on ${logd.url}, ${logd.children().map((c) => c.role).join(', ')}`);
 
-  const { drained, clean } = backlogWaits(redis, pgs.pool, BACKLOG_KEY, DRAIN_TIMEOUT_MS);
+  const { drained, clean } = backlogWaits(redis, pgs.pool);
 
   const paths: PathSpec[] = [];
   const missing: { path: PathSpec; why: string }[] = [];

@@ -123,17 +123,23 @@ export function writeSection(file: string, markers: { begin: string; end: string
   fs.writeFileSync(file, text);
 }
 
+/** logd's backlog counter (queue.stream's default), and the longest wait for the persister to bring it to 0, in ms. */
+const BACKLOG_KEY = 'logs:stream:backlog';
+const DRAIN_TIMEOUT_MS = 180_000;
+/** The longest a load waits for the machine to go quiet (QuietGate), in ms. */
+export const QUIET_PER_LOAD_MS = 5000;
+
 /**
- * drained(): waits until logd's backlog counter (`key`) is 0, at most
- * `timeoutMs`, and says how long it took in s; clean(): that, then the logs
- * table emptied and checkpointed, for the next load.
+ * drained(): waits until logd's backlog counter is 0, at most
+ * DRAIN_TIMEOUT_MS, and says how long it took in s; clean(): that, then the
+ * logs table emptied and checkpointed, for the next load.
  */
-export function backlogWaits(redis: Redis, pool: pg.Pool, key: string, timeoutMs: number): { drained(): Promise<number>; clean(): Promise<void> } {
-  const backlog = async (): Promise<number> => Number((await redis.get(key)) ?? 0);
+export function backlogWaits(redis: Redis, pool: pg.Pool): { drained(): Promise<number>; clean(): Promise<void> } {
+  const backlog = async (): Promise<number> => Number((await redis.get(BACKLOG_KEY)) ?? 0);
   const drained = async (): Promise<number> => {
     const t = Date.now();
     while ((await backlog()) > 0) {
-      if (Date.now() - t > timeoutMs) throw new Error(`backlog still ${await backlog()} after ${timeoutMs} ms`);
+      if (Date.now() - t > DRAIN_TIMEOUT_MS) throw new Error(`backlog still ${await backlog()} after ${DRAIN_TIMEOUT_MS} ms`);
       await sleep(50);
     }
     return (Date.now() - t) / 1000;
