@@ -132,7 +132,7 @@ export const OPTIONS = {
     partition_hours: int(24, 'width of a partition of `logs` (UTC, aligned to midnight): 24 = one per day; 1 (or 2, 3, 4, 6, 8, 12) for very high volumes, in hours', 1, 24),
     maintenance_interval_s: int(60, 'how often a persister creates partitions ahead and applies retention and the disk budget, in s', 1, 86_400),
     search_indexes: bool(true, 'build search indexes (trigram on message, jsonb_path_ops on log_data) on each partition whose range has ended, one per maintenance pass, in the background'),
-    search_index_max_backlog: int(10_000, 'build a search index only while the stream holds fewer unpersisted logs than this (the build takes CPU the persister may need)', 0),
+    search_index_max_backlog: int(10_000, 'build a search index only while the stream holds fewer unpersisted logs than this, and give a build under way up when it holds more (the build takes CPU the persister may need)', 0),
   },
   retention: {
     days: int(30, 'logs older than this (by timestamp) are refused at the door and expire by whole partitions, in days', 1, 36_500),

@@ -97,6 +97,12 @@ export const batchDuration = new Histogram({
   buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
 });
 
+export const searches = new Counter({
+  name: 'logd_searches_total',
+  help: 'GET /api/logs searches, by what bounds the rows they read: index (btrees for device_id and time, search indexes for q and data on closed partitions) or scan (filters no index serves: level alone, q terms all under 3 characters)',
+  labelNames: ['reads'] as const,
+});
+
 export const rowsPersisted = new Counter({ name: 'logd_persisted_rows_total', help: 'rows committed to PostgreSQL' });
 
 export const deadLettered = new Counter({ name: 'logd_dead_lettered_total', help: 'stream entries moved to the dead-letter stream' });

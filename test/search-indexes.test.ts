@@ -17,6 +17,10 @@ import { SQL } from '../src/sql';
 import { DAY_MS } from '../src/storage/layout';
 import { createPartitions, listPartitions } from '../src/storage/partitions';
 import { buildSearchIndex, searchStates } from '../src/storage/search-indexes';
+import { ReadPool } from '../src/read/db';
+import { searchLogs, type Search } from '../src/read/logs';
+import { decodeCursor, encodeCursor } from '../src/http/query';
+import Redis from 'ioredis';
 import { LOGD_BIN, postJson, serviceEnv, startLogd } from './helpers/logd';
 import { cleanupAll, startPostgres, startRedis, waitFor, type PostgresServer } from './helpers/services';
 
@@ -87,6 +91,46 @@ t.test('closed partitions get both indexes, one per pass, newest first; the sear
   t.equal(found.rows.length, 3 * 3000 / 500, 'every row with the token, across indexed and scanned partitions');
 });
 
+t.test('keyset pages across closed (indexed) and open (scanned) partitions: exact, newest first', async (t) => {
+  const server = await startPostgres();
+  const { cfg, c } = await database(server, 'pages');
+  await fill(c, cfg, 3, 2000);
+  await buildAll(c, cfg);
+  const reads = new ReadPool({ host: cfg.postgres.host, port: cfg.postgres.port, user: cfg.postgres.user, database: 'pages', max: 1 }, 'busy', 'timeout');
+  t.teardown(() => reads.pool.end());
+  const truth = async (where: string): Promise<string[]> =>
+    (await c.query<{ id: string }>(`SELECT id FROM logs WHERE ${where} ORDER BY created_at DESC, id DESC`)).rows.map((r) => r.id);
+  const walk = async (s: Omit<Search, 'limit' | 'after'>, limit: number): Promise<{ ids: string[]; pages: number }> => {
+    const ids: string[] = [];
+    let after: Search['after'];
+    let pages = 0;
+    for (;;) {
+      const page = JSON.parse(await searchLogs(reads, { ...s, limit, after }, encodeCursor)) as { data: { id: number }[]; next_cursor: string | null };
+      pages++;
+      ids.push(...page.data.map((r) => String(r.id)));
+      if (page.next_cursor === null) return { ids, pages };
+      const cursor = decodeCursor(page.next_cursor);
+      if (!cursor.ok) throw new Error('bad cursor');
+      after = cursor.value;
+    }
+  };
+  const cases: [string, Omit<Search, 'limit' | 'after'>, string][] = [
+    ['a rare token', { terms: ['needle-7'] }, "message LIKE '%needle-7%'"],
+    ['two words, any order', { terms: ['NEEDLE-7', 'request'] }, "message LIKE '%needle-7%'"],
+    ['a phrase that is not there', { terms: ['needle-7 request'] }, 'FALSE'],
+    ['rare data', { data: '{"order":"rare"}' }, "log_data->>'order' = 'rare'"],
+    ['a token and a device', { terms: ['needle-7'], deviceId: 'dev-0' }, "message LIKE '%needle-7%' AND device_id = 'dev-0'"],
+  ];
+  for (const [name, s, where] of cases) {
+    const expected = await truth(where);
+    const got = await walk(s, 5);
+    t.same(got.ids, expected, `${name}: ${expected.length} logs, in order, none twice, none missed`);
+    t.equal(got.pages, Math.max(1, Math.ceil(expected.length / 5)), `${name}: ${got.pages} pages`);
+  }
+  const days = new Set((await c.query<{ d: string }>("SELECT DISTINCT tableoid::regclass::text AS d FROM logs WHERE message LIKE '%needle-7%'")).rows.map((r) => r.d));
+  t.equal(days.size, 4, 'the token is in 3 closed partitions and the open one');
+});
+
 t.test('level leaves each get their indexes; a build cut short is dropped and built again', async (t) => {
   const server = await startPostgres();
   const { cfg, c } = await database(server, 'leaves', { LOGD_RETENTION_BY_LEVEL: 'DEBUG=3' });
@@ -135,4 +179,33 @@ t.test('a running logd builds them by itself and `logd storage` shows the states
   t.match(out, new RegExp(`^logs_${day}_00 .* built `, 'm'), 'the closed partition: built');
   t.match(out, /\bsearch\b/, 'a search column');
   t.match(out, new RegExp(`^logs_${new Date().toISOString().slice(0, 10).replaceAll('-', '')}_00 .* open `, 'm'), 'the partition of now: open');
+});
+
+t.test('a build under way gives way when the backlog passes the limit, and is made again later', async (t) => {
+  const redisServer = await startRedis();
+  const server = await startPostgres();
+  const logd = await startLogd({ redis: redisServer, pg: server, env: { LOGD_STORAGE_MAINTENANCE_INTERVAL_S: '1', LOGD_STORAGE_SEARCH_INDEX_MAX_BACKLOG: '100', LOGD_LOG_LEVEL: 'info' } });
+  t.teardown(() => logd.stop());
+  // a closed partition big enough that its trigram index takes seconds to build
+  const day = Date.now() - 2 * DAY_MS - (Date.now() % DAY_MS);
+  const name = `logs_${new Date(day).toISOString().slice(0, 10).replaceAll('-', '')}_00`;
+  const c = new pg.Client(server.url);
+  await c.connect();
+  t.teardown(() => c.end());
+  await createPartitions(c, loadConfig(undefined, server.env), [day]);
+  await c.query(`INSERT INTO ${name} (device_id, log_level, message, log_data, created_at)
+    SELECT 'dev', 'INFO', md5(i::text) || ' ' || md5((i + 1)::text) || ' ' || md5((i + 2)::text), '{}', to_timestamp(${day / 1000} + i * 0.1)
+    FROM generate_series(0, 400000) i`);
+  const building = async (): Promise<boolean> =>
+    (await c.query(`SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.relid WHERE c.relname = '${name}'`)).rows.length > 0;
+  await waitFor('a build on the big partition', building, 30_000, 20);
+  const redis = new Redis(redisServer.port, redisServer.host);
+  t.teardown(() => redis.disconnect());
+  await redis.incrby('logs:stream:backlog', 1000);
+  await waitFor('the build given up', async () => logd.output().includes('search index build given up') && !(await building()), 10_000);
+  t.notOk((await indexes(c)).some((x) => x.name.startsWith(name) && x.valid && x.name.endsWith('message_trgm')), 'no valid trigram index yet');
+  await redis.decrby('logs:stream:backlog', 1000);
+  await waitFor('both indexes valid after the backlog went down', async () =>
+    (await indexes(c)).filter((x) => x.name.startsWith(name) && x.valid).length === 2, 120_000);
+  t.notMatch(logd.output(), /search index build failed/, 'giving way is not logged as a failure');
 });

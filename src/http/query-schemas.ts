@@ -50,7 +50,7 @@ export const searchQuerySchema = {
     until: time('only logs created before this time'),
     q: {
       type: 'string', minLength: 1, maxLength: 200, pattern: NO_NUL,
-      description: 'only logs whose message contains this text, case-insensitively (% and _ are literal)',
+      description: 'only logs whose message contains every word of it, case-insensitively, as a substring; a "double-quoted phrase" is one term, spaces included (q=timeout db-7: both words; q="disk full": the phrase). At most 8 terms; %, _ and \\ are literal. A term of 1 or 2 characters cannot use the search indexes',
     },
     data: {
       type: 'string', maxLength: 2000, contentMediaType: 'application/json', contentSchema: { type: 'object' },

@@ -122,6 +122,27 @@ export function parseDataParam(raw: string): Parsed<string> {
   return { ok: true, value: JSON.stringify(value) };
 }
 
+/** At most this many terms in `q`: each is one more condition on every row read. */
+export const MAX_SEARCH_TERMS = 8;
+
+/**
+ * The `q` parameter: its terms, each a case-insensitive substring a message
+ * must contain. Words are separated by white space; a double-quoted part is
+ * one term, spaces included (a missing closing quote ends it at the end of
+ * q). A quote inside a word is a character of the word.
+ */
+export function parseSearchText(raw: string): Parsed<string[]> {
+  const issue = (msg: string, type: string): Parsed<string[]> => ({ ok: false, issues: [{ loc: ['query', 'q'], msg, type }] });
+  const terms: string[] = [];
+  for (const m of raw.matchAll(/"([^"]*)"?|[^\s"][^\s]*/g)) {
+    const term = m[1] ?? m[0];
+    if (term && !terms.includes(term)) terms.push(term);
+  }
+  if (!terms.length) return issue('q should hold a word or a "quoted phrase" to search for', 'string_no_terms');
+  if (terms.length > MAX_SEARCH_TERMS) return issue(`q should hold at most ${MAX_SEARCH_TERMS} words or phrases`, 'too_many_terms');
+  return { ok: true, value: terms };
+}
+
 /** Keyset cursor: base64url of "<created_at, UTC, microseconds>|<id>" of the last log of a page. */
 export function encodeCursor(createdAt: string, id: string): string {
   return Buffer.from(`${createdAt}|${id}`).toString('base64url');

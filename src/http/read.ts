@@ -10,9 +10,10 @@ import { cacheKeys } from '../cache/versions';
 import type { Answer } from '../cache/cache';
 import { LogdError } from '../errors';
 import { log } from '../log';
-import { deviceLogs, filtersAlongScan, searchLogs, type Search } from '../read/logs';
+import { searches } from '../metrics';
+import { deviceLogs, filtersAlongScan, scansEverywhere, searchLogs, type Search } from '../read/logs';
 import { stats } from '../read/stats';
-import { decodeCursor, encodeCursor, parseDataParam, parseTime, pathParser, queryParser } from './query';
+import { decodeCursor, encodeCursor, parseDataParam, parseSearchText, parseTime, pathParser, queryParser } from './query';
 import { deviceIdParamSchema, deviceLogsQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
 import { fail, sendError, sendJson, type Exchange } from './respond';
 import type { Context } from './routes';
@@ -59,11 +60,16 @@ export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): vo
   if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
   const q = query.value;
   const search: Search = {
-    deviceId: q.device_id, levels: q.level, text: q.q, limit: q.limit,
+    deviceId: q.device_id, levels: q.level, limit: q.limit,
     since: q.since === undefined ? undefined : parseTime(q.since),
     until: q.until === undefined ? undefined : parseTime(q.until),
   };
   const issues: Issue[] = [];
+  if (q.q !== undefined) {
+    const terms = parseSearchText(q.q);
+    if (terms.ok) search.terms = terms.value;
+    else issues.push(...terms.issues);
+  }
   if (q.data !== undefined) {
     const data = parseDataParam(q.data);
     if (data.ok) search.data = data.value;
@@ -75,5 +81,6 @@ export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): vo
     else issues.push(...after.issues);
   }
   if (issues.length) return fail(x, 'LOGD_VALIDATION_FAILED', issues);
+  searches.inc({ reads: scansEverywhere(search) ? 'scan' : 'index' });
   searchLogs(filtersAlongScan(search) ? ctx.scans : ctx.reads, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
 }

@@ -12,6 +12,9 @@ import { maintain, type StorageState } from '../storage/maintenance';
 import { buildSearchIndex } from '../storage/search-indexes';
 import { Persister } from './persister';
 
+/** How often the backlog is read while a search index builds. */
+const BUILD_WATCH_MS = 1000;
+
 /** Stable per instance, so a restarted persister finds the entries it had taken (its pending list). */
 export function consumerName(cfg: Config): string {
   return process.env.WORKER_NAME || process.env.INSTANCE_NAME || `${os.hostname()}:${cfg.server.port}`;
@@ -59,17 +62,30 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   const buildIndex = async (): Promise<void> => {
     const client = new pg.Client(pgConfig(cfg));
     builder = client;
+    let watch: NodeJS.Timeout | undefined;
+    let gaveWay = false;
     try {
       await client.connect();
       // the backend gives the build up within a second of this client's end (at stop); PostgreSQL 14 and later
       await client.query("SET client_connection_check_interval = '1s'").catch(() => undefined);
       const t0 = Date.now();
+      // A build gives way to ingest: when the backlog grows past the limit
+      // meanwhile, the build is ended (its invalid index is dropped next pass).
+      watch = setInterval(() => {
+        queue.backlog().then((n) => {
+          if (n <= cfg.storage.search_index_max_backlog || gaveWay) return;
+          gaveWay = true;
+          log.info({ backlog: n }, 'search index build given up: the backlog passed storage.search_index_max_backlog; will retry');
+          return client.end();
+        }).catch(() => undefined);
+      }, BUILD_WATCH_MS);
       const r = await buildSearchIndex(client, cfg, Date.now(), await queue.backlog());
       if (r.dropped.length) log.info({ indexes: r.dropped }, 'invalid search indexes dropped (a build cut short)');
       if (r.built) log.info({ index: r.built, ms: Date.now() - t0 }, 'search index built');
     } catch (err) {
-      if (!stopping) log.warn({ err }, 'search index build failed; will retry');
+      if (!stopping && !gaveWay) log.warn({ err }, 'search index build failed; will retry');
     } finally {
+      clearInterval(watch);
       builder = undefined;
       await client.end().catch(() => undefined);
     }

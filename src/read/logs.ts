@@ -30,8 +30,8 @@ export interface Search {
   levels?: string[];
   since?: string;
   until?: string;
-  /** case-insensitive substring of message */
-  text?: string;
+  /** case-insensitive substrings that message must all contain (q's terms) */
+  terms?: string[];
   /** JSON text of an object that log_data must contain */
   data?: string;
   /** (created_at, id) of the last log of the previous page */
@@ -40,15 +40,35 @@ export interface Search {
 }
 
 /**
- * Whether the search has a filter that PostgreSQL applies row by row along an
- * index scan (no index serves q, data or level, see schema.sql): then how
- * many rows it reads depends on how rare the matches are, up to the whole
- * table, not on the limit. Such searches run in the scans pool (db.ts).
+ * Whether the search has a filter that PostgreSQL may apply row by row (q,
+ * data and level on a partition without search indexes: the open one, those
+ * not yet indexed; level everywhere): then how many rows it reads depends on
+ * how rare the matches are, not on the limit. Such searches run in the scans
+ * pool (db.ts).
  */
-export const filtersAlongScan = (s: Search): boolean => s.text !== undefined || s.data !== undefined || s.levels !== undefined;
+export const filtersAlongScan = (s: Search): boolean => s.terms !== undefined || s.data !== undefined || s.levels !== undefined;
+
+/** A trigram index finds only terms of at least 3 characters (pg_trgm, https://www.postgresql.org/docs/current/pgtrgm.html#PGTRGM-INDEX). */
+const TRIGRAM = 3;
+
+/**
+ * Whether no search index can serve the search's row filters, so every
+ * partition in its range is read row by row, closed ones included: level
+ * alone, or q whose terms are all shorter than a trigram. A `data` filter
+ * or a longer q term is looked up in the closed partitions' indexes.
+ */
+export const scansEverywhere = (s: Search): boolean =>
+  filtersAlongScan(s) && s.data === undefined && !(s.terms ?? []).some((t) => [...t].length >= TRIGRAM);
 
 /** `%`, `_` and `\` of the searched text are literal. */
 const likePattern = (text: string): string => `%${text.replace(/[\\%_]/g, '\\$&')}%`;
+
+/** SQL.searchLogs with a condition for each q term after the first, $10 onwards; by number of terms. */
+const searchSql: string[] = [];
+function searchStatement(terms: number): string {
+  searchSql[terms] ??= SQL.searchLogs.replace('/*more terms*/', Array.from({ length: Math.max(terms - 1, 0) }, (_, i) => `AND message ILIKE $${10 + i}`).join(' '));
+  return searchSql[terms];
+}
 
 /**
  * GET /api/logs: `{"total":N,"data":[...],"next_cursor":...}`. One row more
@@ -56,10 +76,11 @@ const likePattern = (text: string): string => `%${text.replace(/[\\%_]/g, '\\$&'
  * last page says null instead of leading to an empty one.
  */
 export async function searchLogs(db: ReadPool, s: Search, cursor: (createdAt: string, id: string) => string): Promise<string> {
-  const rows = await db.rows(SQL.searchLogs, [
+  const patterns = (s.terms ?? []).map(likePattern);
+  const rows = await db.rows(searchStatement(patterns.length), [
     s.deviceId ?? null, s.levels ?? null, s.since ?? null, s.until ?? null,
-    s.text === undefined ? null : likePattern(s.text), s.data ?? null,
-    s.after?.createdAt ?? null, s.after?.id ?? null, s.limit + 1,
+    patterns[0] ?? null, s.data ?? null,
+    s.after?.createdAt ?? null, s.after?.id ?? null, s.limit + 1, ...patterns.slice(1),
   ]);
   const count = Math.min(rows.length, s.limit);
   const last = rows[count - 1];

@@ -11,7 +11,8 @@
  * the occasional late COPY into that partition go on), and only while the
  * stream's backlog is under storage.search_index_max_backlog: a trigram
  * index costs far more CPU per row than loading the row did, and must not
- * starve the persister. One node builds at a time (a session advisory
+ * starve the persister (which also ends a build under way when the backlog
+ * passes that limit, src/persist/main.ts). One node builds at a time (a session advisory
  * lock). A build cut short (a crash, a stop, a partition dropped under it)
  * leaves an invalid index, which no query uses; the next pass drops it and
  * builds again.
