@@ -1,19 +1,21 @@
 /**
  * Read benchmark (BENCHMARKS.md, "Read path"): private Redis and PostgreSQL,
  * BENCH_ROWS logs (default 10 million) over 30 days COPYed straight into
- * the daily partitions of `logs`, with the indexes and rollups built by
- * schema.sql as on an upgrade, then a real `logd serve` (2 HTTP workers),
+ * the daily partitions of `logs` (or of BENCH_PARTITION_HOURS hours), with
+ * the indexes and rollups built by schema.sql as on an upgrade, then a real
+ * `logd serve` (2 HTTP workers),
  * and sequential requests over one keep-alive connection: p50 and p99 per
  * case, the median over BENCH_RUNS runs.
  *
  *   npm run bench:read            # BENCH_ROWS=10000000 BENCH_RUNS=3 BENCH_SAMPLES=1000
  *                                 # BENCH_ONLY=<regex>: only the cases whose name matches
+ *                                 # BENCH_PARTITION_HOURS=24, BENCH_COPY_ROWS=100000
  *
  * Before logd starts, the search indexes are built on every closed partition
  * the way a persister builds them (buildSearchIndex, one per pass): the
- * build's wall and CPU time per million rows, and the COPY ceiling of the
- * open partition (COPYs of BENCH_COPY_ROWS rows rolled back) before the
- * builds, during the first one (flat out, and paced at half the ceiling)
+ * build's wall and CPU time per million rows, and the COPY ceiling of an
+ * open partition (COPYs of BENCH_COPY_ROWS rows into tomorrow's) before the
+ * builds, during the first two (flat out, then paced at half the ceiling)
  * and after them all.
  *
  * "uncached" cases make every request a cache miss the way a persisted batch
@@ -27,7 +29,7 @@ import Redis from 'ioredis';
 import { cleanupAll, startRedis } from '../test/helpers/services';
 import { startLogd } from '../test/helpers/logd';
 import { loadConfig } from '../src/config';
-import { DAY_MS, partitionName } from '../src/storage/layout';
+import { DAY_MS, HOUR_MS, partitionName, partitionRange } from '../src/storage/layout';
 import { createPartitions } from '../src/storage/partitions';
 import { buildSearchIndex } from '../src/storage/search-indexes';
 import { copyRows, deviceName } from './lib/data';
@@ -39,6 +41,12 @@ const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 1000);
 const SLOW_BUDGET_MS = Number(process.env.BENCH_SLOW_BUDGET_MS ?? 20_000);
 const ONLY = new RegExp(process.env.BENCH_ONLY ?? '');
 const COPY_ROWS = Number(process.env.BENCH_COPY_ROWS ?? 100_000);
+/** storage.partition_hours of the data set and of logd */
+const PARTITION_HOURS = Number(process.env.BENCH_PARTITION_HOURS ?? 24);
+const LAYOUT_ENV = { LOGD_STORAGE_PARTITION_HOURS: String(PARTITION_HOURS) };
+const LAYOUT = loadConfig(undefined, LAYOUT_ENV);
+/** Start of the partition now falls in (the open one). */
+const openStart = (): number => partitionRange(LAYOUT, Date.now()).from;
 const DEVICES = 1000;
 /** The rows span 30 days up to an hour ago: ~14,000 logs an hour. */
 const SPAN_MS = 30 * 86_400_000;
@@ -78,11 +86,11 @@ async function load(): Promise<Awaited<ReturnType<typeof startBenchPostgres>>> {
   const db = await connect(server);
   try {
     await db.query(schemaSql());
-    // One partition per UTC day of the data (storage.partition_hours = 24, the default).
+    // One partition per storage.partition_hours (BENCH_PARTITION_HOURS; 24, the default: one per UTC day) of the data.
     const startMs = END_MS - SPAN_MS;
-    const days: number[] = [];
-    for (let t = Math.floor(startMs / DAY_MS) * DAY_MS; t <= END_MS; t += DAY_MS) days.push(t);
-    const { partitions } = await createPartitions(db, loadConfig(undefined, {}), days);
+    const times: number[] = [];
+    for (let t = Math.floor(startMs / DAY_MS) * DAY_MS; t <= END_MS; t += PARTITION_HOURS * HOUR_MS) times.push(t);
+    const { partitions } = await createPartitions(db, LAYOUT, times);
     // Load without indexes, then let schema.sql build them on every partition and backfill the rollups, as on an upgrade.
     await db.query('DROP INDEX logs_device_created_idx, logs_created_idx');
     await db.query("DELETE FROM logd_migrations WHERE name IN ('rollups-backfill', 'daily-rollups')");
@@ -100,32 +108,36 @@ async function load(): Promise<Awaited<ReturnType<typeof startBenchPostgres>>> {
     const cluster = await timed(async () => {
       for (const t of ['logd_hourly_by_level', 'logd_hourly_by_device', 'logd_daily_by_level', 'logd_daily_by_device']) await db.query(`CLUSTER ${t} USING ${t}_pkey`);
     });
-    let vacuum = await timed(() => db.query('VACUUM ANALYZE'));
-    console.log(`Loaded ${fmt(ROWS)} rows into ${partitions.length} daily partitions: COPY ${fmt(copy / 1000)} s (${fmt(ROWS / (copy / 1000))} rows/s), `
+    const vacuum = await timed(() => db.query('VACUUM ANALYZE'));
+    console.log(`Loaded ${fmt(ROWS)} rows into ${partitions.length} partitions of ${PARTITION_HOURS} hours: COPY ${fmt(copy / 1000)} s (${fmt(ROWS / (copy / 1000))} rows/s), `
       + `indexes + rollup backfill (schema.sql) ${fmt(schema / 1000)} s, CLUSTER of the rollups ${fmt(cluster / 1000)} s, VACUUM ANALYZE ${fmt(vacuum / 1000)} s.`);
     await searchIndexes(server, db);
-    // the rolled-back COPYs left dead rows in the open partition
-    vacuum = await timed(() => db.query('VACUUM ANALYZE'));
     const [{ size }] = (await db.query("SELECT pg_size_pretty(sum(pg_total_relation_size(relid))) AS size FROM pg_partition_tree('logs')")).rows;
-    const [{ open }] = (await db.query('SELECT count(*) AS open FROM logs WHERE created_at >= $1', [iso(Math.floor(Date.now() / DAY_MS) * DAY_MS)])).rows;
-    console.log(`VACUUM ANALYZE ${fmt(vacuum / 1000)} s; logs with all indexes: ${size}; the open partition (today, UTC) holds ${fmt(Number(open))} rows.`);
+    const [{ open }] = (await db.query('SELECT count(*) AS open FROM logs WHERE created_at >= $1', [iso(openStart())])).rows;
+    console.log(`logs with all indexes: ${size}; the open partition (from ${iso(openStart())}) holds ${fmt(Number(open))} rows.`);
   } finally {
     await db.end();
   }
   return server;
 }
 
-/** One COPY of `rows` rows into the open partition (today), rolled back: rows/s of wall time and per CPU second of its backend. */
+/**
+ * The partition the COPY ceilings are measured on: tomorrow's, laid out as
+ * the open one (the same btrees, no search indexes), emptied after each
+ * COPY so every measurement starts alike (no dead rows, no bloat).
+ */
+const ceilingDay = (): number => Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
+
+/** One COPY of `rows` rows into that partition: rows/s of wall time and per CPU second of its backend. */
 async function copyOpen(db: Awaited<ReturnType<typeof connect>>, pid: number, rows: number, seed: number): Promise<{ wall: number; cpu: number }> {
-  const today = Math.floor(Date.now() / DAY_MS) * DAY_MS;
   const cpu0 = backendCpuMs(pid);
-  await db.query('BEGIN');
-  const wall = await timed(() => copyRows(db, { rows, devices: DEVICES, startMs: today, stepMs: (Date.now() - today) / rows, seed }));
-  await db.query('ROLLBACK');
-  return { wall: rows / (wall / 1000), cpu: rows / ((backendCpuMs(pid) - cpu0) / 1000) };
+  const wall = await timed(() => copyRows(db, { rows, devices: DEVICES, startMs: ceilingDay(), stepMs: (PARTITION_HOURS * HOUR_MS) / 2 / rows, seed }));
+  const cpu = backendCpuMs(pid) - cpu0;
+  await db.query(`TRUNCATE ${partitionName(ceilingDay())}`);
+  return { wall: rows / (wall / 1000), cpu: rows / (cpu / 1000) };
 }
 
-/** COPYs into the open partition until `until` settles; paced to `rate` rows/s when given. Rows/s over the whole time. */
+/** COPYs into that partition until `until` settles; paced to `rate` rows/s when given. Rows/s over the whole time. */
 async function copyWhile(db: Awaited<ReturnType<typeof connect>>, until: Promise<unknown>, rate?: number): Promise<number> {
   let settled = false;
   void until.finally(() => { settled = true; });
@@ -134,14 +146,14 @@ async function copyWhile(db: Awaited<ReturnType<typeof connect>>, until: Promise
   const chunk = rate ? Math.max(1, Math.round(rate / 10)) : COPY_ROWS;
   while (!settled) {
     const tick = performance.now();
-    await db.query('BEGIN');
-    await copyRows(db, { rows: chunk, devices: DEVICES, startMs: Math.floor(Date.now() / DAY_MS) * DAY_MS, stepMs: 1, seed: 13, offset: rows });
-    await db.query('ROLLBACK');
+    await copyRows(db, { rows: chunk, devices: DEVICES, startMs: ceilingDay(), stepMs: 1, seed: 13, offset: rows });
     rows += chunk;
     // paced: the next chunk at its tenth of a second, as a persister at a sustained rate would send it
     if (rate) await new Promise((r) => setTimeout(r, Math.max(0, 100 - (performance.now() - tick))));
   }
-  return rows / ((performance.now() - t0) / 1000);
+  const achieved = rows / ((performance.now() - t0) / 1000);
+  await db.query(`TRUNCATE ${partitionName(ceilingDay())}`);
+  return achieved;
 }
 
 /**
@@ -150,13 +162,14 @@ async function copyWhile(db: Awaited<ReturnType<typeof connect>>, until: Promise
  * do to COPY into the open partition.
  */
 async function searchIndexes(server: Awaited<ReturnType<typeof startBenchPostgres>>, db: Awaited<ReturnType<typeof connect>>): Promise<void> {
-  const cfg = loadConfig(undefined, server.env);
+  const cfg = loadConfig(undefined, { ...server.env, ...LAYOUT_ENV });
+  await createPartitions(db, cfg, [ceilingDay()]);
   const builder = await connect(server);
   try {
     const [copyPid, buildPid] = await Promise.all([db, builder].map(async (c) => Number((await c.query('SELECT pg_backend_pid() AS p')).rows[0].p)));
     const ceiling = async (): Promise<{ wall: number; cpu: number }> => {
-      // each measurement starts from an open partition without the dead rows of the rolled-back COPYs before it
-      await db.query(`VACUUM ${partitionName(Math.floor(Date.now() / DAY_MS) * DAY_MS)}`);
+      // each starts without WAL of earlier work pending, so no full-page images weigh on one and not the other
+      await db.query('CHECKPOINT');
       const r: { wall: number; cpu: number }[] = [];
       for (let i = 0; i < 3; i++) r.push(await copyOpen(db, copyPid, COPY_ROWS, 11 + i));
       return { wall: median(r.map((x) => x.wall)), cpu: median(r.map((x) => x.cpu)) };
@@ -186,7 +199,7 @@ async function searchIndexes(server: Awaited<ReturnType<typeof startBenchPostgre
     for (const [kind, k] of spent) {
       console.log(`  ${kind}: ${fmt(k.rows)} rows, ${fmt(k.wall / 1000)} s wall, ${(k.wall / 1000 / (k.rows / 1e6)).toFixed(1)} s wall and ${(k.cpu / 1000 / (k.rows / 1e6)).toFixed(1)} s CPU per million rows`);
     }
-    console.log(`COPY into the open partition, ${fmt(COPY_ROWS)}-row transactions rolled back (medians of 3):`);
+    console.log(`COPY of ${fmt(COPY_ROWS)} rows into an open partition (tomorrow's, emptied after each; medians of 3, after a CHECKPOINT):`);
     console.log(`  before the builds: ${fmt(before.wall)} rows/s (${fmt(before.cpu)} per CPU second of the backend)`);
     console.log(`  after them all:    ${fmt(after.wall)} rows/s (${fmt(after.cpu)} per CPU second), ${pct(after.wall, before.wall)} of before`);
     console.log(`  during the first build, flat out: ${fmt(flatOut)} rows/s, ${pct(flatOut, before.wall)} of before`);
@@ -205,7 +218,7 @@ function cases(redis: Redis, middleCursor: string): Case[] {
   // index: an index gives the rows in order and the filters keep most of
   // them; range: q/data filter every row of an index range (cost grows with
   // the range); scan: no index narrows anything (the whole table).
-  const todayStart = iso(Math.floor(Date.now() / DAY_MS) * DAY_MS);
+  const open = iso(openStart());
   const closedOnly = iso(END_MS - 15 * 86_400_000);
   // index: an index gives the rows in order and the filters keep most of
   // them; search: q/data rows found through the search indexes of the closed
@@ -241,7 +254,8 @@ function cases(redis: Redis, middleCursor: string): Case[] {
     search('q common, closed partitions only (until 15 days ago)', { q: 'took', until: closedOnly }),
     search('q rare (the phrase "kernel panic", ~100 rows)', { q: '"kernel panic"' }, 'search', 100),
     search('q rare, two words ("panic fatal")', { q: 'panic fatal' }, 'search', 100),
-    search('q rare, the open partition only (since today 00:00)', { q: '"kernel panic"', since: todayStart }, 'search'),
+    search('q rare, the open partition only (since its start)', { q: '"kernel panic"', since: open }, 'search'),
+    search('q rare, closed partitions only (until the open one\'s start)', { q: '"kernel panic"', until: open }, 'search'),
     search('q rare + device_id', { q: '"kernel panic"', device_id: deviceName(500) }, 'range'),
     search('q rare + since (1 day)', { q: '"kernel panic"', since: dayAgo }, 'search', 50),
     search('q of 2 characters ("zq", none)', { q: 'zq' }, 'scan'),
@@ -275,7 +289,7 @@ async function main(): Promise<void> {
   const pg = await load();
   const redisServer = await startRedis();
   // Scans run to their end, to be measured, rather than being cut off at postgres.search_timeout_ms.
-  const logd = await startLogd({ redis: redisServer, pg, workers: 2, env: { LOGD_POSTGRES_SEARCH_TIMEOUT_MS: '60000' } });
+  const logd = await startLogd({ redis: redisServer, pg, workers: 2, env: { LOGD_POSTGRES_SEARCH_TIMEOUT_MS: '60000', ...LAYOUT_ENV } });
   const redis = new Redis(redisServer.port, redisServer.host);
   try {
     const page = JSON.parse((await get(logd.port, `/api/logs?${q({ until: iso(END_MS - 15 * 86_400_000), limit: '1' })}`)).body) as { next_cursor: string };

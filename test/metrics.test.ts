@@ -18,6 +18,11 @@ t.test('metrics', async (t) => {
   }
   for (let i = 0; i < 5; i++) t.equal((await postJson(`${logd.url}/api/log`, { device_id: 'm', log_level: 'NOPE', message: 'x' }, fresh)).status, 422);
   await waitRows(pg, 40);
+  // searches: 2 that no index serves (a 2-character q, level alone), 3 that one does; a refused one is not counted
+  for (const query of ['q=m1', 'level=INFO', 'q=m1a%20m', 'device_id=m', `data=${encodeURIComponent('{"a":1}')}`]) {
+    t.equal((await request(`${logd.url}/api/logs?${query}`, { headers: fresh })).status, 200, query);
+  }
+  t.equal((await request(`${logd.url}/api/logs?q=%20`, { headers: fresh })).status, 422);
 
   const text = await waitFor('the persister\'s counters to show every row', async () => {
     const r = await request(`${logd.url}/metrics`);
@@ -37,6 +42,8 @@ t.test('metrics', async (t) => {
   t.ok((sample(body, 'logd_persister_batch_rows_count') ?? 0) >= 1, 'batch size histogram');
   t.ok((sample(body, 'logd_persister_batch_duration_seconds_count') ?? 0) >= 1, 'batch duration histogram');
   t.equal(sample(body, 'logd_dead_lettered_total'), 0);
+  t.equal(sample(body, 'logd_searches_total{reads="scan"}'), 2, 'searches no index serves');
+  t.equal(sample(body, 'logd_searches_total{reads="index"}'), 3, 'searches an index serves');
   t.ok((sample(body, 'logd_storage_partitions') ?? 0) >= 2, 'storage: the partitions of today and tomorrow');
   t.ok((sample(body, 'logd_storage_bytes') ?? 0) > 0, 'storage: their size');
   t.ok((sample(body, 'logd_storage_next_drop_timestamp_seconds') ?? 0) > Date.now() / 1000, 'storage: the next drop, in the future');

@@ -16,6 +16,7 @@ import { migrate } from '../src/persist/migrate';
 import { SQL } from '../src/sql';
 import { DAY_MS } from '../src/storage/layout';
 import { createPartitions, listPartitions } from '../src/storage/partitions';
+import { maintain } from '../src/storage/maintenance';
 import { buildSearchIndex, searchStates } from '../src/storage/search-indexes';
 import { ReadPool } from '../src/read/db';
 import { searchLogs, type Search } from '../src/read/logs';
@@ -87,6 +88,12 @@ t.test('closed partitions get both indexes, one per pass, newest first; the sear
   t.match(byText, /Bitmap Index Scan on logs_20260614_00_message_trgm/, 'q: the trigram index of a closed partition');
   t.match(byText, /Seq Scan on logs_20260615_00/, 'q: the open partition is scanned');
   t.match(await plan(null, '{"order":"rare"}'), /Bitmap Index Scan on logs_20260613_00_data_gin/, 'data: the jsonb_path_ops index');
+  // newest first, and no further than the page: a common text fills it from the open partition
+  const run = (await c.query(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) ${SQL.searchLogs}`, [null, null, null, null, '%request%', null, null, null, 51]))
+    .rows.map((r) => r['QUERY PLAN']).join('\n');
+  t.match(run, /on logs_20260615_00 [^\n]*\(actual rows=\d/, 'the open partition gives the page');
+  t.match(run, /on logs_20260614_00 [^\n]*\(never executed\)/, 'the older partitions are never read');
+  t.match(run, /on logs_20260613_00 [^\n]*\(never executed\)/);
   const found = await c.query(SQL.searchLogs, [null, null, null, null, '%needle-7%', null, null, null, 1000]);
   t.equal(found.rows.length, 3 * 3000 / 500, 'every row with the token, across indexed and scanned partitions');
 });
@@ -181,31 +188,69 @@ t.test('a running logd builds them by itself and `logd storage` shows the states
   t.match(out, new RegExp(`^logs_${new Date().toISOString().slice(0, 10).replaceAll('-', '')}_00 .* open `, 'm'), 'the partition of now: open');
 });
 
-t.test('a build under way gives way when the backlog passes the limit, and is made again later', async (t) => {
+/** Partitions of `logs` `daysAgo` days before today, each with `rows` rows long enough that a trigram index takes seconds to build. */
+async function bigPartitions(c: pg.Client, cfg: Config, daysAgo: number[], rows: number): Promise<string[]> {
+  const days = daysAgo.map((d) => Date.now() - d * DAY_MS - (Date.now() % DAY_MS));
+  await createPartitions(c, cfg, days);
+  const names = days.map((day) => `logs_${new Date(day).toISOString().slice(0, 10).replaceAll('-', '')}_00`);
+  for (const [i, name] of names.entries()) {
+    await c.query(`INSERT INTO ${name} (device_id, log_level, message, log_data, created_at)
+      SELECT 'dev', 'INFO', md5(i::text) || ' ' || md5((i + 1)::text), jsonb_build_object('i', i), to_timestamp(${days[i] / 1000} + i * 0.1)
+      FROM generate_series(1, ${rows}) i`);
+  }
+  return names;
+}
+
+const building = async (c: pg.Client, table: string): Promise<boolean> =>
+  (await c.query('SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.relid WHERE c.relname = $1', [table])).rows.length > 0;
+
+t.test('a build under way gives way to a growing backlog, dies with a killed persister, and is made again each time', async (t) => {
   const redisServer = await startRedis();
   const server = await startPostgres();
   const logd = await startLogd({ redis: redisServer, pg: server, env: { LOGD_STORAGE_MAINTENANCE_INTERVAL_S: '1', LOGD_STORAGE_SEARCH_INDEX_MAX_BACKLOG: '100', LOGD_LOG_LEVEL: 'info' } });
   t.teardown(() => logd.stop());
-  // a closed partition big enough that its trigram index takes seconds to build
-  const day = Date.now() - 2 * DAY_MS - (Date.now() % DAY_MS);
-  const name = `logs_${new Date(day).toISOString().slice(0, 10).replaceAll('-', '')}_00`;
   const c = new pg.Client(server.url);
   await c.connect();
   t.teardown(() => c.end());
-  await createPartitions(c, loadConfig(undefined, server.env), [day]);
-  await c.query(`INSERT INTO ${name} (device_id, log_level, message, log_data, created_at)
-    SELECT 'dev', 'INFO', md5(i::text) || ' ' || md5((i + 1)::text) || ' ' || md5((i + 2)::text), '{}', to_timestamp(${day / 1000} + i * 0.1)
-    FROM generate_series(0, 400000) i`);
-  const building = async (): Promise<boolean> =>
-    (await c.query(`SELECT 1 FROM pg_stat_progress_create_index p JOIN pg_class c ON c.oid = p.relid WHERE c.relname = '${name}'`)).rows.length > 0;
-  await waitFor('a build on the big partition', building, 30_000, 20);
+  const [newer, older] = await bigPartitions(c, loadConfig(undefined, server.env), [2, 3], 300_000);
+  const valid = async (table: string): Promise<number> => (await indexes(c)).filter((x) => x.name.startsWith(`${table}_`) && x.valid).length;
+
+  await waitFor('a build on the newer partition', () => building(c, newer), 30_000, 20);
   const redis = new Redis(redisServer.port, redisServer.host);
   t.teardown(() => redis.disconnect());
   await redis.incrby('logs:stream:backlog', 1000);
-  await waitFor('the build given up', async () => logd.output().includes('search index build given up') && !(await building()), 10_000);
-  t.notOk((await indexes(c)).some((x) => x.name.startsWith(name) && x.valid && x.name.endsWith('message_trgm')), 'no valid trigram index yet');
+  await waitFor('the build given up', async () => logd.output().includes('search index build given up') && !(await building(c, newer)), 10_000);
+  t.equal(await valid(newer), 0, 'no valid index on it yet');
   await redis.decrby('logs:stream:backlog', 1000);
-  await waitFor('both indexes valid after the backlog went down', async () =>
-    (await indexes(c)).filter((x) => x.name.startsWith(name) && x.valid).length === 2, 120_000);
+  await waitFor('both indexes of the newer partition, once the backlog went down', async () => (await valid(newer)) === 2, 120_000);
   t.notMatch(logd.output(), /search index build failed/, 'giving way is not logged as a failure');
+
+  await waitFor('a build on the older partition', () => building(c, older), 60_000, 20);
+  const [persister] = logd.children('persister');
+  process.kill(persister, 'SIGKILL');
+  const invalid = `${older}_message_trgm`;
+  await waitFor('the build of the killed persister ended, its index left invalid', async () =>
+    !(await building(c, older)) && (await indexes(c)).some((x) => x.name === invalid && !x.valid), 15_000, 20);
+  const plan = (await c.query(`EXPLAIN (COSTS OFF) SELECT id FROM ${older} WHERE message ILIKE '%abcdef%'`)).rows.map((r) => r['QUERY PLAN']).join('\n');
+  t.notMatch(plan, new RegExp(invalid), 'a query does not use the invalid index');
+  await waitFor('the restarted persister drops it and builds both indexes of the older partition', async () => (await valid(older)) === 2, 120_000);
+  t.not(logd.children('persister')[0], persister, 'a new persister');
+});
+
+t.test('a retention drop of a partition cancels its index build rather than wait for it', async (t) => {
+  const server = await startPostgres();
+  const { cfg, c } = await database(server, 'dropbuild', { LOGD_RETENTION_DAYS: '1' });
+  const [table] = await bigPartitions(c, cfg, [3], 300_000);
+  const builder = new pg.Client({ host: cfg.postgres.host, port: cfg.postgres.port, user: cfg.postgres.user, database: 'dropbuild' });
+  await builder.connect();
+  t.teardown(() => builder.end());
+  const build = buildSearchIndex(builder, cfg, Date.now(), 0);
+  await waitFor('the build', () => building(c, table), 30_000, 20);
+  const t0 = Date.now();
+  const pass = await maintain(cfg, Date.now(), undefined, c);
+  t.ok(pass.dropped.some((d) => d.partition === table), 'the expired partition dropped in this pass');
+  t.ok(Date.now() - t0 < 2000, `without waiting for the build (${Date.now() - t0} ms)`);
+  t.equal((await build).skipped, 'cancelled', 'the build says it was cancelled');
+  t.equal((await c.query('SELECT to_regclass($1) AS r', [table])).rows[0].r, null, 'the table is gone, and with it the invalid index');
+  t.same(await indexes(c), []);
 });

@@ -136,7 +136,7 @@ export function parseSearchText(raw: string): Parsed<string[]> {
   const terms: string[] = [];
   for (const m of raw.matchAll(/"([^"]*)"?|[^\s"][^\s]*/g)) {
     const term = m[1] ?? m[0];
-    if (term && !terms.includes(term)) terms.push(term);
+    if (term && !terms.some((t) => t.toLowerCase() === term.toLowerCase())) terms.push(term);
   }
   if (!terms.length) return issue('q should hold a word or a "quoted phrase" to search for', 'string_no_terms');
   if (terms.length > MAX_SEARCH_TERMS) return issue(`q should hold at most ${MAX_SEARCH_TERMS} words or phrases`, 'too_many_terms');

@@ -82,6 +82,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
       const r = await buildSearchIndex(client, cfg, Date.now(), await queue.backlog());
       if (r.dropped.length) log.info({ indexes: r.dropped }, 'invalid search indexes dropped (a build cut short)');
       if (r.built) log.info({ index: r.built, ms: Date.now() - t0 }, 'search index built');
+      if (r.skipped === 'cancelled') log.info('search index build cancelled by a drop of its partition');
     } catch (err) {
       if (!stopping && !gaveWay) log.warn({ err }, 'search index build failed; will retry');
     } finally {

@@ -86,7 +86,7 @@ export function readPools(cfg: Config): { reads: ReadPool; scans: ReadPool } {
     scans: new ReadPool(
       { ...shared, max: p.search_concurrency, statement_timeout: p.search_timeout_ms },
       `postgres.search_concurrency (${p.search_concurrency}) searches filtering by q, data or level are already running on this worker; ${wait}`,
-      `the search ran longer than postgres.search_timeout_ms (${p.search_timeout_ms} ms); ${narrow}`,
+      `the search ran longer than postgres.search_timeout_ms (${p.search_timeout_ms} ms); ${narrow}, or give q a term of 3 characters or more (the search indexes serve those)`,
     ),
   };
 }

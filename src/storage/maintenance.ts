@@ -136,6 +136,11 @@ export async function dropUnit(db: pg.ClientBase, u: Unit, reason: DropReason): 
   await db.query('BEGIN');
   try {
     await db.query(`SET LOCAL lock_timeout = '${DROP_LOCK_TIMEOUT}'`);
+    // a search index being built on the table would hold the drop off until it ends: retention goes first
+    await db.query(
+      'SELECT pg_cancel_backend(pid) FROM pg_stat_progress_create_index WHERE relid IN (SELECT relid FROM pg_partition_tree($1::regclass))',
+      [table],
+    );
     // no new rows while they are counted; the loads already in it commit first
     await db.query(`LOCK TABLE ${id} IN SHARE MODE`);
     let rows: number;

@@ -13,9 +13,10 @@
  * index costs far more CPU per row than loading the row did, and must not
  * starve the persister (which also ends a build under way when the backlog
  * passes that limit, src/persist/main.ts). One node builds at a time (a session advisory
- * lock). A build cut short (a crash, a stop, a partition dropped under it)
- * leaves an invalid index, which no query uses; the next pass drops it and
- * builds again.
+ * lock). A retention drop of the partition cancels its build rather than
+ * wait for it. A build cut short (a crash, a stop, a cancel) leaves an
+ * invalid index, which no query uses; the next pass drops it and builds
+ * again (or it goes with its table).
  */
 import type pg from 'pg';
 import type { Config } from '../config';
@@ -79,7 +80,7 @@ export interface BuildResult {
   /** invalid indexes dropped before it */
   dropped: string[];
   /** why nothing was built, when nothing was */
-  skipped?: 'disabled' | 'backlog' | 'other node' | 'nothing to build';
+  skipped?: 'disabled' | 'backlog' | 'other node' | 'nothing to build' | 'cancelled';
 }
 
 /**
@@ -112,8 +113,11 @@ export async function buildSearchIndex(db: pg.ClientBase, cfg: Config, now: numb
           try {
             await db.query(`CREATE INDEX CONCURRENTLY IF NOT EXISTS ${db.escapeIdentifier(name)} ON ${db.escapeIdentifier(table)} USING ${x.using}`);
           } catch (err) {
+            const code = (err as { code?: string }).code;
             // undefined_table: retention dropped the partition meanwhile
-            if ((err as { code?: string }).code === '42P01') return { dropped, skipped: 'nothing to build' };
+            if (code === '42P01') return { dropped, skipped: 'nothing to build' };
+            // query_canceled: a retention drop of this partition cancelled the build (maintenance.ts, dropUnit)
+            if (code === '57014') return { dropped, skipped: 'cancelled' };
             throw err;
           }
           return { built: name, dropped };
