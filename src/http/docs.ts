@@ -1,33 +1,32 @@
 /**
- * Interactive API docs from npm packages, never a CDN: Swagger UI at /docs
- * and ReDoc at /redoc, both reading /openapi.json. Assets are read from
- * node_modules on first use and kept in memory.
+ * Interactive API docs, never from a CDN: Swagger UI at /docs and ReDoc at
+ * /redoc, both reading /openapi.json. `npm run build` copies their assets
+ * from the dev dependencies into dist/assets/docs (scripts/build-assets.js);
+ * they are read from there on first use and kept in memory.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
+import { rootPath } from '../paths';
 
-const swaggerDir = path.dirname(require.resolve('swagger-ui-dist/package.json'));
-
-/** The files /docs/assets/:file may serve. */
-const ASSETS: Record<string, { file: string; type: string }> = {
-  'swagger-ui.css': { file: path.join(swaggerDir, 'swagger-ui.css'), type: 'text/css' },
-  'swagger-ui-bundle.js': { file: path.join(swaggerDir, 'swagger-ui-bundle.js'), type: 'text/javascript' },
-  'redoc.standalone.js': { file: require.resolve('redoc/bundles/redoc.standalone.js'), type: 'text/javascript' },
+/** The files /docs/assets/:file may serve, by their type. */
+const ASSETS: Record<string, string> = {
+  'swagger-ui.css': 'text/css',
+  'swagger-ui-bundle.js': 'text/javascript',
+  'redoc.standalone.js': 'text/javascript',
 };
 
 const loaded = new Map<string, string>();
 
 /** An asset's content and type, or undefined when the name is not one of ASSETS. */
 export function asset(name: string): { body: string; type: string } | undefined {
-  const a = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
-  if (!a) return undefined;
+  const type = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
+  if (!type) return undefined;
   let body = loaded.get(name);
   if (body === undefined) {
-    body = readFileSync(a.file, 'utf8');
+    body = readFileSync(rootPath('dist', 'assets', 'docs', name), 'utf8');
     loaded.set(name, body);
   }
-  return { body, type: a.type };
+  return { body, type };
 }
 
 const SWAGGER_INIT = "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });";
