@@ -15,8 +15,9 @@
  * the way a persister builds them (buildSearchIndex, one per pass): the
  * build's wall and CPU time per million rows, and the COPY ceiling of an
  * open partition (COPYs of BENCH_COPY_ROWS rows into tomorrow's) before the
- * builds, during the first two (flat out, then paced at half the ceiling)
- * and after them all.
+ * builds, during the first two (flat out, then paced at half the ceiling),
+ * and after them all against a twin of `logs` without search indexes,
+ * alternated.
  *
  * "uncached" cases make every request a cache miss the way a persisted batch
  * does: the case's version key is set to a new token before each request
@@ -128,12 +129,25 @@ async function load(): Promise<Awaited<ReturnType<typeof startBenchPostgres>>> {
  */
 const ceilingDay = (): number => Math.floor(Date.now() / DAY_MS) * DAY_MS + DAY_MS;
 
-/** One COPY of `rows` rows into that partition: rows/s of wall time and per CPU second of its backend. */
-async function copyOpen(db: Awaited<ReturnType<typeof connect>>, pid: number, rows: number, seed: number): Promise<{ wall: number; cpu: number }> {
+/**
+ * `logs_twin`: `logs` without the feature, for an A/B in the same database
+ * state: the same columns, defaults, btrees and partition bounds, and no
+ * search index anywhere.
+ */
+async function twin(db: Awaited<ReturnType<typeof connect>>): Promise<void> {
+  await db.query('CREATE TABLE logs_twin (LIKE logs INCLUDING ALL) PARTITION BY RANGE (created_at)');
+  const { rows } = await db.query<{ name: string; bound: string }>(
+    "SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'logs'::regclass",
+  );
+  for (const r of rows) await db.query(`CREATE TABLE ${r.name}_twin PARTITION OF logs_twin ${r.bound}`);
+}
+
+/** One COPY of `rows` rows into tomorrow's partition of `table`: rows/s of wall time and per CPU second of its backend. */
+async function copyOpen(db: Awaited<ReturnType<typeof connect>>, pid: number, rows: number, seed: number, table = 'logs'): Promise<{ wall: number; cpu: number }> {
   const cpu0 = backendCpuMs(pid);
-  const wall = await timed(() => copyRows(db, { rows, devices: DEVICES, startMs: ceilingDay(), stepMs: (PARTITION_HOURS * HOUR_MS) / 2 / rows, seed }));
+  const wall = await timed(() => copyRows(db, { rows, devices: DEVICES, startMs: ceilingDay(), stepMs: (PARTITION_HOURS * HOUR_MS) / 2 / rows, seed }, undefined, table));
   const cpu = backendCpuMs(pid) - cpu0;
-  await db.query(`TRUNCATE ${partitionName(ceilingDay())}`);
+  await db.query(`TRUNCATE ${partitionName(ceilingDay())}${table === 'logs' ? '' : '_twin'}`);
   return { wall: rows / (wall / 1000), cpu: rows / (cpu / 1000) };
 }
 
@@ -167,14 +181,13 @@ async function searchIndexes(server: Awaited<ReturnType<typeof startBenchPostgre
   const builder = await connect(server);
   try {
     const [copyPid, buildPid] = await Promise.all([db, builder].map(async (c) => Number((await c.query('SELECT pg_backend_pid() AS p')).rows[0].p)));
-    const ceiling = async (): Promise<{ wall: number; cpu: number }> => {
-      // each starts without WAL of earlier work pending, so no full-page images weigh on one and not the other
-      await db.query('CHECKPOINT');
-      const r: { wall: number; cpu: number }[] = [];
-      for (let i = 0; i < 3; i++) r.push(await copyOpen(db, copyPid, COPY_ROWS, 11 + i));
-      return { wall: median(r.map((x) => x.wall)), cpu: median(r.map((x) => x.cpu)) };
-    };
-    const before = await ceiling();
+    type Rate = { wall: number; cpu: number };
+    const med = (r: Rate[]): Rate => ({ wall: median(r.map((x) => x.wall)), cpu: median(r.map((x) => x.cpu)) });
+    // each series starts without WAL of earlier work pending, so no full-page images weigh on one and not another
+    await db.query('CHECKPOINT');
+    const first: Rate[] = [];
+    for (let i = 0; i < 3; i++) first.push(await copyOpen(db, copyPid, COPY_ROWS, 11 + i));
+    const before = med(first);
     const rows = new Map((await db.query<{ t: string; n: string }>(
       "SELECT c.relname AS t, c.reltuples::bigint AS n FROM pg_partition_tree('logs') p JOIN pg_class c ON c.oid = p.relid WHERE p.isleaf",
     )).rows.map((r) => [r.t, Number(r.n)]));
@@ -193,17 +206,28 @@ async function searchIndexes(server: Awaited<ReturnType<typeof startBenchPostgre
     const flatOut = await copyWhile(db, build());
     const paced = await copyWhile(db, build(), before.wall / 2);
     while (await build());
-    const after = await ceiling();
+    // with and without the feature, alternated in the same state: `logs` (search indexes on every closed partition) and its twin (none)
+    await twin(db);
+    await db.query('CHECKPOINT');
+    const withIt: Rate[] = [];
+    const without: Rate[] = [];
+    for (let i = 0; i < 5; i++) {
+      withIt.push(await copyOpen(db, copyPid, COPY_ROWS, 21 + i));
+      without.push(await copyOpen(db, copyPid, COPY_ROWS, 21 + i, 'logs_twin'));
+    }
+    await db.query('DROP TABLE logs_twin');
+    const [after, twinRate] = [med(withIt), med(without)];
     const pct = (a: number, b: number): string => `${((a / b) * 100).toFixed(0)}%`;
     console.log('\nSearch indexes, built one at a time (buildSearchIndex), newest closed partition first:');
     for (const [kind, k] of spent) {
       console.log(`  ${kind}: ${fmt(k.rows)} rows, ${fmt(k.wall / 1000)} s wall, ${(k.wall / 1000 / (k.rows / 1e6)).toFixed(1)} s wall and ${(k.cpu / 1000 / (k.rows / 1e6)).toFixed(1)} s CPU per million rows`);
     }
-    console.log(`COPY of ${fmt(COPY_ROWS)} rows into an open partition (tomorrow's, emptied after each; medians of 3, after a CHECKPOINT):`);
-    console.log(`  before the builds: ${fmt(before.wall)} rows/s (${fmt(before.cpu)} per CPU second of the backend)`);
-    console.log(`  after them all:    ${fmt(after.wall)} rows/s (${fmt(after.cpu)} per CPU second), ${pct(after.wall, before.wall)} of before`);
+    console.log(`COPY of ${fmt(COPY_ROWS)} rows into an open partition (tomorrow's, emptied after each):`);
+    console.log(`  before the builds (median of 3): ${fmt(before.wall)} rows/s (${fmt(before.cpu)} per CPU second of the backend)`);
     console.log(`  during the first build, flat out: ${fmt(flatOut)} rows/s, ${pct(flatOut, before.wall)} of before`);
     console.log(`  during the second build, paced at ${fmt(before.wall / 2)} rows/s: ${fmt(paced)} rows/s, ${pct(paced, before.wall / 2)} of the pace`);
+    console.log(`  after the builds, alternated 5 times (medians): with the search indexes ${fmt(after.wall)} rows/s (${fmt(after.cpu)} per CPU second), `
+      + `its twin without them ${fmt(twinRate.wall)} rows/s (${fmt(twinRate.cpu)} per CPU second): ${pct(after.wall, twinRate.wall)} (${pct(after.cpu, twinRate.cpu)} per CPU second)`);
   } finally {
     await builder.end();
   }

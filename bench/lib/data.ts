@@ -78,8 +78,8 @@ export function* generate(shape: DataShape, chunkRows = CHUNK_ROWS): Generator<s
   }
 }
 
-/** COPYs the data set into `logs` in one statement (one transaction). */
-export async function copyRows(client: pg.Client | pg.PoolClient, shape: DataShape, onProgress?: (rows: number) => void): Promise<void> {
+/** COPYs the data set into `table` (`logs`, or a table of its columns) in one statement (one transaction). */
+export async function copyRows(client: pg.Client | pg.PoolClient, shape: DataShape, onProgress?: (rows: number) => void, table = 'logs'): Promise<void> {
   let done = 0;
   const chunks = generate(shape);
   const source = new Readable({
@@ -91,5 +91,5 @@ export async function copyRows(client: pg.Client | pg.PoolClient, shape: DataSha
       this.push(next.value);
     },
   });
-  await pipeline(source, client.query(copyFrom(COPY_LOGS)));
+  await pipeline(source, client.query(copyFrom(table === 'logs' ? COPY_LOGS : COPY_LOGS.replace('COPY logs ', `COPY ${table} `))));
 }
