@@ -266,6 +266,10 @@ function cases(redis: Redis, middleCursor: string): Case[] {
     // the window's start moves through an hour over the samples, and with it the logs counted in `logs` (0 to 30 minutes of them)
     { name: 'stats?since= 24 hours, uncached', target: 5, path: (i) => `/api/stats?since=${iso(Date.now() - 86_400_000 - i * 3_600)}` },
     { name: 'stats?since= 30 days, uncached', target: 5, path: (i) => `/api/stats?since=${iso(Date.now() - 30 * 86_400_000 - i * 3_600)}` },
+    // the range's ends move through an hour over the samples, so the partial hours counted from the rows vary (0 to 60 minutes of logs)
+    { name: 'histogram: 24 hours, step 1h', target: 20, path: (i) => `/api/histogram?${q({ since: iso(Date.now() - 86_400_000 - i * 3_600), step: '1h' })}` },
+    { name: 'histogram: 30 days, default step (4h)', target: 20, path: (i) => `/api/histogram?${q({ since: iso(Date.now() - 30 * 86_400_000 - i * 3_600) })}` },
+    { name: 'histogram: 7 days of one device, step 1h', target: 20, path: (i) => `/api/histogram?${q({ since: iso(Date.now() - 7 * 86_400_000 - i * 3_600), step: '1h', device_id: device(i) })}` },
     search('no filter', { limit: '100' }),
     search('device_id', { device_id: deviceName(500) }),
     search('level=ERROR', { level: 'ERROR' }),

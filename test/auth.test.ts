@@ -19,7 +19,8 @@ t.test('authentication', async (t) => {
   const { redis, pg, logd } = await startStack(t, { workers: 2, env: { LOGD_LOG_LEVEL: 'debug', LOGD_AUTH_MODE: 'token' } });
   const cli = (...args: string[]) => spawnSync(process.execPath, [LOGD_BIN, 'token', ...args], { env: { ...process.env, ...serviceEnv(redis, pg) }, encoding: 'utf8', timeout: 20_000 });
   const call = (route: (typeof ROUTES)[number], token?: string, fresh = false) => {
-    const path = route.path.replace(/:[a-z_]+/g, 'auth-dev') + (route.method === 'delete' ? '?device_id=auth-dev' : '');
+    const query = route.method === 'delete' ? '?device_id=auth-dev' : route.path === '/api/histogram' ? `?since=${new Date(Date.now() - 3_600_000).toISOString()}` : '';
+    const path = route.path.replace(/:[a-z_]+/g, 'auth-dev') + query;
     const body = route.path === '/api/logs/batch'
       ? JSON.stringify({ logs: [{ device_id: 'auth-dev', log_level: 'INFO', message: 'm' }] })
       : route.path === '/loki/api/v1/push'

@@ -5,6 +5,7 @@
  * decimal are converted, and `type: 'array'` parameters are collected from
  * repeated and comma-separated values, before validation (query.ts).
  */
+import { HISTOGRAM_STEPS, MAX_BUCKETS } from '../read/histogram';
 import { LOG_LEVELS, MAX_EPOCH_MS } from './schemas';
 
 export const MAX_LIMIT = 1000;
@@ -73,6 +74,22 @@ export const statsQuerySchema = {
   },
 } as const;
 
+export const histogramQuerySchema = {
+  $id: 'HistogramQuery',
+  type: 'object',
+  additionalProperties: false,
+  required: ['since'],
+  properties: {
+    since: time('the range start (inclusive)'),
+    until: time('the range end (exclusive); default: now'),
+    step: {
+      type: 'string', enum: Object.keys(HISTOGRAM_STEPS),
+      description: `the bucket width, buckets aligned to UTC midnight; default: the smallest that gives at most 200 buckets. At most ${MAX_BUCKETS} buckets`,
+    },
+    device_id: { ...deviceIdParamSchema, description: 'only this device: each bucket then has its total, without levels' },
+  },
+} as const;
+
 export const purgeQuerySchema = {
   $id: 'PurgeLogsQuery',
   type: 'object',
@@ -136,6 +153,33 @@ export const statsAnswerSchema = {
       type: 'array', maxItems: 10,
       items: { type: 'object', required: ['device_id', 'count'], properties: { device_id: { type: 'string' }, count: { type: 'integer' } } },
       description: 'recent_devices with their counts',
+    },
+  },
+} as const;
+
+export const histogramAnswerSchema = {
+  type: 'object',
+  required: ['since', 'until', 'step', 'buckets'],
+  properties: {
+    since: { type: 'string', format: 'date-time' },
+    until: { type: 'string', format: 'date-time' },
+    step: { type: 'string' },
+    device_id: { type: 'string', description: 'when the histogram is of one device' },
+    buckets: {
+      type: 'array',
+      description: 'every bucket the range touches, oldest first, empty ones with 0; the first and last count only their part inside the range',
+      items: {
+        type: 'object',
+        required: ['start', 'total'],
+        properties: {
+          start: { type: 'string', format: 'date-time', description: 'the bucket start (UTC)' },
+          total: { type: 'integer' },
+          levels: {
+            type: 'object', properties: Object.fromEntries(LOG_LEVELS.map((l) => [l, { type: 'integer' }])),
+            description: 'per level, every level listed (without device_id only)',
+          },
+        },
+      },
     },
   },
 } as const;

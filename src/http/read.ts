@@ -13,8 +13,9 @@ import { log } from '../log';
 import { searches } from '../metrics';
 import { deviceLogs, filtersAlongScan, scansEverywhere, searchLogs, type Search } from '../read/logs';
 import { stats } from '../read/stats';
+import { bucketCount, defaultStep, histogram, HISTOGRAM_STEPS, MAX_BUCKETS } from '../read/histogram';
 import { decodeCursor, encodeCursor, parseDataParam, parseSearchText, parseTime, pathParser, queryParser } from './query';
-import { deviceIdParamSchema, deviceLogsQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
+import { deviceIdParamSchema, deviceLogsQuerySchema, histogramQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
 import { fail, sendError, sendJson, type Exchange } from './respond';
 import type { Context } from './routes';
 import type { Issue } from './validate';
@@ -25,6 +26,7 @@ const parseSearchQuery = queryParser<{
   device_id?: string; level?: string[]; since?: string; until?: string; q?: string; data?: string; limit: number; cursor?: string;
 }>(searchQuerySchema);
 const parseStatsQuery = queryParser<{ since?: string }>(statsQuerySchema);
+const parseHistogramQuery = queryParser<{ since: string; until?: string; step?: string; device_id?: string }>(histogramQuerySchema);
 
 function failed(x: Exchange, err: unknown): void {
   const e = err instanceof LogdError ? err : new LogdError('LOGD_INTERNAL', undefined, { cause: err });
@@ -83,4 +85,20 @@ export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): vo
   if (issues.length) return fail(x, 'LOGD_VALIDATION_FAILED', issues);
   searches.inc({ reads: scansEverywhere(search) ? 'scan' : 'index' });
   searchLogs(filtersAlongScan(search) ? ctx.scans : ctx.reads, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+}
+
+export function getHistogram(x: Exchange, req: HttpRequest, ctx: Context): void {
+  const query = parseHistogramQuery(req.getQuery());
+  if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
+  const q = query.value;
+  const since = parseTime(q.since)!;
+  const until = q.until === undefined ? new Date().toISOString() : parseTime(q.until)!;
+  const [from, to] = [Date.parse(since), Date.parse(until)];
+  if (from >= to) return fail(x, 'LOGD_VALIDATION_FAILED', [{ loc: ['query', 'until'], msg: 'until should be after since', type: 'range_empty' }]);
+  const step = q.step ?? defaultStep(from, to);
+  const n = bucketCount(from, to, HISTOGRAM_STEPS[step]);
+  if (n > MAX_BUCKETS) {
+    return fail(x, 'LOGD_VALIDATION_FAILED', [{ loc: ['query', 'step'], msg: `the range holds ${n} buckets of ${step}, more than ${MAX_BUCKETS}: give a wider step or a shorter range`, type: 'too_many_buckets' }]);
+  }
+  histogram(ctx.reads, { since, until, step, deviceId: q.device_id }).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
 }

@@ -24,8 +24,9 @@ import { openApiDocument } from './openapi';
 import { purgeLogsRoute } from './purge';
 import {
   deviceLogsAnswerSchema, deviceLogsQuerySchema, purgeAnswerSchema, purgeQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema,
+  histogramAnswerSchema, histogramQuerySchema,
 } from './query-schemas';
-import { getDeviceLogs, getStats, searchLogsRoute } from './read';
+import { getDeviceLogs, getHistogram, getStats, searchLogsRoute } from './read';
 import type { Reply } from './body';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
 import { batchReceivedSchema, healthSchema, logReceivedSchema, ndjsonReceivedSchema } from './schemas';
@@ -158,6 +159,16 @@ export const ROUTES: Route[] = [
     ok: { description: 'the counts', schema: statsAnswerSchema },
     errors: READ_ERRORS,
     handle: getStats,
+  },
+  {
+    method: 'get', path: '/api/histogram', scope: 'read',
+    summary: 'Log volume over time, per level',
+    description: 'Logs per bucket of step over [since, until), per level (or in total for one device_id): the whole hours from the rollups '
+      + 'the persister keeps, the partial hours at both ends counted from the logs, exact to the microsecond; never a scan of the logs table.',
+    query: histogramQuerySchema,
+    ok: { description: 'the buckets', schema: histogramAnswerSchema },
+    errors: READ_ERRORS,
+    handle: getHistogram,
   },
   {
     method: 'get', path: '/metrics', scope: 'admin',

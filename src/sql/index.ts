@@ -10,6 +10,7 @@ export const SQL = {
   deviceLogs: sql('device-logs'),
   dropRangeCounts: sql('drop-range-counts'),
   findIngested: sql('find-ingested'),
+  histogram: sql('histogram'),
   leafCounts: sql('leaf-counts'),
   listPartitions: sql('list-partitions'),
   pruneIngested: sql('prune-ingested'),
