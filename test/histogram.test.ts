@@ -64,6 +64,11 @@ t.test('histogram', async (t) => {
   await check('inside hours at both ends, hourly', odd(now - 9.5 * HOUR), odd(now - 1.2 * HOUR), '1h', 3600);
   await check('inside hours at both ends, 2 hours', odd(now - 9.5 * HOUR), odd(now - 1.2 * HOUR), '2h', 7200);
   await check('whole hours', Math.floor(now / HOUR) * HOUR - 8 * HOUR, Math.floor(now / HOUR) * HOUR - 2 * HOUR, '1h', 3600);
+  // each end is taken to its nearest hour: rows subtracted from a whole hour (x:10 ... y:50), or added to the whole hours (x:50 ... y:10)
+  const hour = (ago: number): number => Math.floor(now / HOUR) * HOUR - ago * HOUR;
+  await check('ends near the hour before them', hour(8) + 10 * 60_000 + 7, hour(2) + 50 * 60_000 + 7, '1h', 3600);
+  await check('ends near the hour after them', hour(8) + 50 * 60_000 + 7, hour(2) + 10 * 60_000 + 7, '3h', 10_800);
+  await check('ends near the hour before them, one device', hour(8) + 10 * 60_000, hour(2) + 50 * 60_000, '2h', 7200, 'h-2');
   await check('within one hour', odd(now - 5 * HOUR), odd(now - 4.6 * HOUR), '1h', 3600);
   await check('one day bucket', now - 10 * HOUR, now, '1d', 86_400);
   await check('one device', odd(now - 9.5 * HOUR), odd(now - 0.7 * HOUR), '3h', 10_800, 'h-1');

@@ -164,7 +164,7 @@ export const ROUTES: Route[] = [
     method: 'get', path: '/api/histogram', scope: 'read',
     summary: 'Log volume over time, per level',
     description: 'Logs per bucket of step over [since, until), per level (or in total for one device_id): the whole hours from the rollups '
-      + 'the persister keeps, the partial hours at both ends counted from the logs, exact to the microsecond; never a scan of the logs table.',
+      + 'the persister keeps, at most half an hour of logs at each end counted from the logs, exact to the microsecond; never a scan of the logs table.',
     query: histogramQuerySchema,
     ok: { description: 'the buckets', schema: histogramAnswerSchema },
     errors: READ_ERRORS,

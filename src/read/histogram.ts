@@ -1,7 +1,7 @@
 /**
  * GET /api/histogram: logs per time bucket over [since, until), per level
- * (or in total for one device), from the hourly rollups plus the partial
- * hours at both ends (SQL.histogram). Every bucket of the range is listed,
+ * (or in total for one device), from the hourly rollups and at most half an
+ * hour of logs at each end (SQL.histogram). Every bucket of the range is listed,
  * empty ones with 0, oldest first; the first and last count only their part
  * inside the range.
  */
