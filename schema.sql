@@ -98,6 +98,8 @@ CREATE TABLE IF NOT EXISTS logd_hourly_by_device (
   n BIGINT NOT NULL,
   PRIMARY KEY (bucket, device_id)
 );
+-- One device's hours (GET /api/histogram?device_id=) without reading every device's.
+CREATE INDEX IF NOT EXISTS logd_hourly_by_device_device_idx ON logd_hourly_by_device (device_id, bucket);
 -- Daily buckets (UTC days) of the same counts: ?since= windows of days and
 -- weeks read one row per day and level or device, not one per hour.
 CREATE TABLE IF NOT EXISTS logd_daily_by_level (
