@@ -35,9 +35,14 @@ function failed(x: Exchange, err: unknown): void {
   sendError(x, e);
 }
 
+/** 200 with the JSON text `p` gives, or the read's failure. */
+function sendBody(x: Exchange, p: Promise<string>): void {
+  p.then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+}
+
 /** `{"source":...}` first, then the answer's own fields. */
 function sendAnswer(x: Exchange, p: Promise<Answer>): void {
-  p.then(({ payload, source }) => sendJson(x, 200, `{"source":"${source}",${payload.slice(1)}`), (err) => failed(x, err));
+  sendBody(x, p.then(({ payload, source }) => `{"source":"${source}",${payload.slice(1)}`));
 }
 
 export function getDeviceLogs(x: Exchange, req: HttpRequest, ctx: Context): void {
@@ -84,7 +89,7 @@ export function searchLogsRoute(x: Exchange, req: HttpRequest, ctx: Context): vo
   }
   if (issues.length) return fail(x, 'LOGD_VALIDATION_FAILED', issues);
   searches.inc({ reads: scansEverywhere(search) ? 'scan' : 'index' });
-  searchLogs(filtersAlongScan(search) ? ctx.scans : ctx.reads, search, encodeCursor).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+  sendBody(x, searchLogs(filtersAlongScan(search) ? ctx.scans : ctx.reads, search, encodeCursor));
 }
 
 export function getHistogram(x: Exchange, req: HttpRequest, ctx: Context): void {
@@ -100,5 +105,5 @@ export function getHistogram(x: Exchange, req: HttpRequest, ctx: Context): void 
   if (n > MAX_BUCKETS) {
     return fail(x, 'LOGD_VALIDATION_FAILED', [{ loc: ['query', 'step'], msg: `the range holds ${n} buckets of ${step}, more than ${MAX_BUCKETS}: give a wider step or a shorter range`, type: 'too_many_buckets' }]);
   }
-  histogram(ctx.reads, { since, until, step, deviceId: q.device_id }).then((body) => sendJson(x, 200, body), (err) => failed(x, err));
+  sendBody(x, histogram(ctx.reads, { since, until, step, deviceId: q.device_id }));
 }
