@@ -2,32 +2,13 @@
  * Interactive API docs, never from a CDN: Swagger UI at /docs and ReDoc at
  * /redoc, both reading /openapi.json. `npm run build` copies their assets
  * from the dev dependencies into dist/assets/docs (scripts/build-assets.js);
- * they are read from there on first use and kept in memory.
+ * they are read from there on first use and kept in memory (src/http/assets.ts).
  */
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { rootPath } from '../paths';
+import { AssetDir } from './assets';
 
-/** The files /docs/assets/:file may serve, by their type. */
-const ASSETS: Record<string, string> = {
-  'swagger-ui.css': 'text/css',
-  'swagger-ui-bundle.js': 'text/javascript',
-  'redoc.standalone.js': 'text/javascript',
-};
-
-const loaded = new Map<string, string>();
-
-/** An asset's content and type, or undefined when the name is not one of ASSETS. */
-export function asset(name: string): { body: string; type: string } | undefined {
-  const type = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined;
-  if (!type) return undefined;
-  let body = loaded.get(name);
-  if (body === undefined) {
-    body = readFileSync(rootPath('dist', 'assets', 'docs', name), 'utf8');
-    loaded.set(name, body);
-  }
-  return { body, type };
-}
+/** /docs/assets/:file: the files the build copied (not content-hashed, so cached for a day). */
+export const DOCS_ASSETS = new AssetDir('docs', 'public, max-age=86400');
 
 const SWAGGER_INIT = "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });";
 

@@ -90,6 +90,18 @@ export const histogramQuerySchema = {
   },
 } as const;
 
+export const MAX_DEVICES = 100;
+
+export const devicesQuerySchema = {
+  $id: 'DevicesQuery',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    prefix: { type: 'string', maxLength: 50, pattern: NO_NUL, default: '', description: 'only devices whose id starts with this text (case-sensitive; % and _ are literal); empty: every device' },
+    limit: { type: 'integer', minimum: 1, maximum: MAX_DEVICES, default: 20, description: `most devices in the answer (1..${MAX_DEVICES})` },
+  },
+} as const;
+
 export const purgeQuerySchema = {
   $id: 'PurgeLogsQuery',
   type: 'object',
@@ -181,6 +193,14 @@ export const histogramAnswerSchema = {
         },
       },
     },
+  },
+} as const;
+
+export const devicesAnswerSchema = {
+  type: 'object',
+  required: ['devices'],
+  properties: {
+    devices: { type: 'array', items: { type: 'string' }, description: 'device ids with stored logs, in the database\'s order (byte order under collation C)' },
   },
 } as const;
 

@@ -1,7 +1,8 @@
 /**
  * The read routes: GET /api/logs/{device_id} and GET /api/stats (through the
  * cache), GET /api/logs (search, straight from PostgreSQL: in the scans pool
- * when a filter is applied along the scan, see src/read/db.ts). Everything
+ * when a filter is applied along the scan, see src/read/db.ts), GET
+ * /api/histogram and GET /api/devices (from the rollups). Everything
  * the handler needs from the request is read before the first await (uWS
  * invalidates it when the callback returns).
  */
@@ -12,10 +13,11 @@ import { LogdError } from '../errors';
 import { log } from '../log';
 import { searches } from '../metrics';
 import { deviceLogs, filtersAlongScan, scansEverywhere, searchLogs, type Search } from '../read/logs';
+import { devices } from '../read/devices';
 import { stats } from '../read/stats';
 import { bucketCount, defaultStep, histogram, HISTOGRAM_STEPS, MAX_BUCKETS } from '../read/histogram';
 import { decodeCursor, encodeCursor, parseDataParam, parseSearchText, parseTime, pathParser, queryParser } from './query';
-import { deviceIdParamSchema, deviceLogsQuerySchema, histogramQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
+import { deviceIdParamSchema, deviceLogsQuerySchema, devicesQuerySchema, histogramQuerySchema, searchQuerySchema, statsQuerySchema } from './query-schemas';
 import { fail, sendError, sendJson, type Exchange } from './respond';
 import type { Context } from './routes';
 import type { Issue } from './validate';
@@ -25,6 +27,7 @@ const parseDeviceQuery = queryParser<{ limit: number }>(deviceLogsQuerySchema);
 const parseSearchQuery = queryParser<{
   device_id?: string; level?: string[]; since?: string; until?: string; q?: string; data?: string; limit: number; cursor?: string;
 }>(searchQuerySchema);
+const parseDevicesQuery = queryParser<{ prefix: string; limit: number }>(devicesQuerySchema);
 const parseStatsQuery = queryParser<{ since?: string }>(statsQuerySchema);
 const parseHistogramQuery = queryParser<{ since: string; until?: string; step?: string; device_id?: string }>(histogramQuerySchema);
 
@@ -53,6 +56,12 @@ export function getDeviceLogs(x: Exchange, req: HttpRequest, ctx: Context): void
   const { limit } = query.value;
   sendAnswer(x, ctx.cache.through('logs', cacheKeys.deviceLogs(device, limit), cacheKeys.deviceVersion(device), ctx.cfg.cache.device_ttl_s,
     () => deviceLogs(ctx.reads, device, limit)));
+}
+
+export function getDevices(x: Exchange, req: HttpRequest, ctx: Context): void {
+  const query = parseDevicesQuery(req.getQuery());
+  if (!query.ok) return fail(x, 'LOGD_VALIDATION_FAILED', query.issues);
+  sendBody(x, devices(ctx.reads, query.value.prefix, query.value.limit));
 }
 
 export function getStats(x: Exchange, req: HttpRequest, ctx: Context): void {

@@ -19,14 +19,15 @@ import { OTLP_ROUTES } from './otlp';
 import { LogdError, type ErrorCode } from '../errors';
 import { clusterMetrics, METRICS_CONTENT_TYPE } from '../metrics';
 import { VERSION } from '../version';
-import { asset, REDOC_CSP, REDOC_PAGE, SWAGGER_CSP, SWAGGER_PAGE } from './docs';
+import { CONSOLE_ASSETS, sendConsolePage } from './console';
+import { DOCS_ASSETS, REDOC_CSP, REDOC_PAGE, SWAGGER_CSP, SWAGGER_PAGE } from './docs';
 import { openApiDocument } from './openapi';
 import { purgeLogsRoute } from './purge';
 import {
   deviceLogsAnswerSchema, deviceLogsQuerySchema, purgeAnswerSchema, purgeQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema,
-  histogramAnswerSchema, histogramQuerySchema,
+  histogramAnswerSchema, histogramQuerySchema, devicesAnswerSchema, devicesQuerySchema,
 } from './query-schemas';
-import { getDeviceLogs, getHistogram, getStats, searchLogsRoute } from './read';
+import { getDeviceLogs, getDevices, getHistogram, getStats, searchLogsRoute } from './read';
 import type { Reply } from './body';
 import { fail, send, sendError, sendJson, type Exchange } from './respond';
 import { batchReceivedSchema, healthSchema, logReceivedSchema, ndjsonReceivedSchema } from './schemas';
@@ -71,6 +72,8 @@ export interface Route {
   errors: ErrorCode[];
   /** left out of the OpenAPI document (the docs' own assets) */
   hidden?: boolean;
+  /** answers instead, with its own scope, a request whose Accept names text/html: a browser navigating to the path */
+  html?: Route;
   /** answers errors found before the handler runs (headers, authentication) in the route's protocol shape; default sendError */
   reply?: Reply;
   /** the media types and JSON Schemas of its error answers, when not logd's JSON Error (a protocol's own shape) */
@@ -79,6 +82,26 @@ export interface Route {
   enabled?: (cfg: Config) => boolean;
   /** Runs synchronously in the uWS callback (req is valid only until it returns). */
   handle(x: Exchange, req: HttpRequest, ctx: Context): void;
+}
+
+/** GET / for a browser: the console's page (it holds no data; the console reads the API with the user's token). */
+const CONSOLE_PAGE: Route = {
+  method: 'get', path: '/', scope: 'public', hidden: true,
+  summary: 'The console',
+  ok: { description: 'HTML page', contentType: 'text/html; charset=utf-8' },
+  errors: [],
+  handle: sendConsolePage,
+};
+
+/** Elasticsearch's root probe, and the console for a browser whether or not the Elasticsearch routes are served. */
+function withConsole(root: Route): Route {
+  return {
+    ...root,
+    enabled: undefined,
+    description: 'A request whose Accept header names text/html (a browser) gets the console, an HTML page, without a token.',
+    html: CONSOLE_PAGE,
+    handle: (x, req, ctx) => (root.enabled && !root.enabled(ctx.cfg) ? fail(x, 'LOGD_NOT_FOUND', 'no route for GET /') : root.handle(x, req, ctx)),
+  };
 }
 
 const READ_ERRORS: ErrorCode[] = ['LOGD_VALIDATION_FAILED', 'LOGD_DATABASE_UNAVAILABLE', 'LOGD_BUSY', 'LOGD_QUERY_TIMEOUT'];
@@ -119,7 +142,7 @@ export const ROUTES: Route[] = [
   },
   ...OTLP_ROUTES,
   ...LOKI_ROUTES,
-  ...ELASTIC_ROUTES,
+  ...ELASTIC_ROUTES.map((r) => (r.path === '/' ? withConsole(r) : r)),
   {
     method: 'get', path: '/api/logs/:device_id', scope: 'read',
     summary: "A device's newest logs",
@@ -171,6 +194,16 @@ export const ROUTES: Route[] = [
     handle: getHistogram,
   },
   {
+    method: 'get', path: '/api/devices', scope: 'read',
+    summary: 'Known devices, by id prefix',
+    description: 'Ids of the devices with stored logs, from the per-device rollup (one row per device, never a scan of the logs table), in order; '
+      + 'for suggestions: a device whose last log was purged or dropped by retention is gone.',
+    query: devicesQuerySchema,
+    ok: { description: 'the device ids', schema: devicesAnswerSchema },
+    errors: READ_ERRORS,
+    handle: getDevices,
+  },
+  {
     method: 'get', path: '/metrics', scope: 'admin',
     summary: 'Prometheus metrics of the whole instance',
     ok: { description: 'Prometheus text format', contentType: 'text/plain; version=0.0.4' },
@@ -214,12 +247,14 @@ export const ROUTES: Route[] = [
     summary: 'Assets of the docs pages',
     ok: { description: 'a file' },
     errors: ['LOGD_NOT_FOUND'],
-    handle: (x, req) => {
-      const file = req.getParameter(0);
-      const a = asset(file);
-      if (!a) return fail(x, 'LOGD_NOT_FOUND', `no docs asset ${file}`);
-      send(x, 200, a.type, a.body, { 'cache-control': 'public, max-age=86400' });
-    },
+    handle: (x, req) => DOCS_ASSETS.serve(x, req),
+  },
+  {
+    method: 'get', path: '/console/:file', scope: 'public', hidden: true,
+    summary: 'Assets of the console',
+    ok: { description: 'a file' },
+    errors: ['LOGD_NOT_FOUND'],
+    handle: (x, req) => CONSOLE_ASSETS.serve(x, req),
   },
 ];
 

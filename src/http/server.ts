@@ -16,6 +16,9 @@ export interface Server {
   stopListening(): void;
 }
 
+/** What a browser navigating to a page sends in Accept; an API client sends application/json, a wildcard, or nothing. */
+const ACCEPTS_HTML = /(^|,)\s*text\/html\s*(;|,|$)/i;
+
 /** A 404 names the path it did not find, cut to this many characters (the answer never echoes a huge path). */
 const MAX_ECHOED_PATH = 200;
 
@@ -26,10 +29,11 @@ interface Headers {
   authorizations: number;
   authorization: string;
   requestId: string;
+  accept: string;
 }
 
 function readHeaders(req: uWS.HttpRequest): Headers {
-  const h: Headers = { bytes: 0, authorizations: 0, authorization: '', requestId: '' };
+  const h: Headers = { bytes: 0, authorizations: 0, authorization: '', requestId: '', accept: '' };
   req.forEach((name, value) => {
     h.bytes += name.length + value.length + 4;
     if (name === 'authorization') {
@@ -37,6 +41,8 @@ function readHeaders(req: uWS.HttpRequest): Headers {
       h.authorization = value;
     } else if (name === 'x-request-id') {
       h.requestId = value;
+    } else if (name === 'accept') {
+      h.accept = value;
     }
   });
   return h;
@@ -64,8 +70,9 @@ export function startServer(ctx: Context): Promise<Server> {
    * before its body is read keeps its connection: uWS skips the unread body
    * (Content-Length or chunked), so a proxy's pooled connection stays usable.
    */
-  const handler = (r: Route, head: boolean) => (res: uWS.HttpResponse, req: uWS.HttpRequest): void => {
+  const handler = (routed: Route, head: boolean) => (res: uWS.HttpResponse, req: uWS.HttpRequest): void => {
     const h = readHeaders(req);
+    const r = routed.html && ACCEPTS_HTML.test(h.accept) ? routed.html : routed;
     const x = begin(res, h.requestId, head, r.path);
     const reply = r.reply ?? sendError;
     if (h.bytes > ctx.cfg.server.max_header_bytes) {

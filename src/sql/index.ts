@@ -8,6 +8,7 @@ export const SQL = {
   addCounts: sql('add-counts'),
   claimEntries: sql('claim-entries'),
   deviceLogs: sql('device-logs'),
+  devices: sql('devices'),
   dropRangeCounts: sql('drop-range-counts'),
   findIngested: sql('find-ingested'),
   histogram: sql('histogram'),
