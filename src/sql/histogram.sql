@@ -34,5 +34,6 @@ WITH b AS NOT MATERIALIZED (
   SELECT created_at, CASE WHEN $4::text IS NULL THEN log_level END, CASE WHEN b.u > b.he THEN 1 ELSE -1 END FROM logs, b
   WHERE ($4::text IS NULL OR device_id = $4) AND created_at >= least(b.he, b.u) AND created_at < greatest(b.he, b.u)
 )
-SELECT (floor(extract(epoch FROM t) / $3) * $3)::bigint::text AS bucket, level, sum(n)::text AS n
-FROM counts GROUP BY 1, 2
+SELECT extract(epoch FROM start)::bigint::text AS bucket, level, sum(n)::text AS n
+FROM (SELECT date_bin($3 * interval '1 second', t, timestamptz 'epoch') AS start, level, n FROM counts) c
+GROUP BY start, level
