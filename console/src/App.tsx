@@ -60,7 +60,8 @@ export function App() {
       const refused = getToken() !== null;
       setToken(null);
       setSignedIn(false);
-      setLogin({ open: true, error: refused ? `logd refused the token (401): ${f.detail}` : '' });
+      // The search and the chart both answer 401: the second finds the token already forgotten.
+      setLogin((l) => (refused || !l.open ? { open: true, error: refused ? `logd refused the token (401): ${f.detail}` : '' } : l));
     } else if (f.kind === 'invalid') {
       const found: Issues = {};
       for (const issue of f.issues) {

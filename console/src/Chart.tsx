@@ -27,7 +27,7 @@ function chartData(h: Histogram): { data: uPlot.AlignedData; series: uPlot.Serie
   if (!h.buckets.some((b) => b.levels)) {
     return {
       data: [xs, h.buckets.map((b) => b.total)],
-      series: [{}, { label: 'logs', fill: TOTAL_COLOR, stroke: TOTAL_COLOR, paths: bars, points: { show: false } }],
+      series: [{}, { label: 'logs', fill: TOTAL_COLOR, stroke: TOTAL_COLOR, width: 0, paths: bars, points: { show: false } }],
     };
   }
   // Highest level first: its series is the whole stack.
@@ -35,7 +35,7 @@ function chartData(h: Histogram): { data: uPlot.AlignedData; series: uPlot.Serie
   const stacked = order.map((_, i) => h.buckets.map((b) => order.slice(i).reduce((n, l) => n + (b.levels?.[l] ?? 0), 0)));
   return {
     data: [xs, ...stacked],
-    series: [{}, ...order.map((l) => ({ label: l, fill: LEVEL_COLORS[l], stroke: LEVEL_COLORS[l], paths: bars, points: { show: false } }))],
+    series: [{}, ...order.map((l) => ({ label: l, fill: LEVEL_COLORS[l], stroke: LEVEL_COLORS[l], width: 0, paths: bars, points: { show: false } }))],
   };
 }
 

@@ -19,7 +19,7 @@ function consolePage(): string {
   const names = CONSOLE_ASSETS.names();
   page = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>logd</title><meta name="color-scheme" content="light dark">
+<title>logd</title><meta name="color-scheme" content="light dark"><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/console/${names['app.css']}">
 <script defer src="/console/${names['app.js']}"></script></head>
 <body><div id="app"></div></body></html>`;
