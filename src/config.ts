@@ -158,6 +158,11 @@ export const OPTIONS = {
     timeout_ms: int(100, 'a cache command slower than this is abandoned and the database answers, in ms', 1),
     max_memory_pct: int(50, 'cache entries are written only while Redis uses less than this share of its maxmemory (the rest is for the stream), in %', 1, 100),
   },
+  tail: {
+    max_subscribers: int(256, 'live tails (GET /api/tail WebSockets) one logd serves at once; each HTTP worker admits its share, ceil(max_subscribers / workers), and refuses more with 503 LOGD_TAIL_FULL + Retry-After; with max_buffer_bytes it bounds the memory tails can hold (256 x 1 MiB)', 1),
+    max_buffer_bytes: int(1048576, 'unsent bytes one tail may hold: logs that arrive while it holds more are not sent to it but counted in a "skipped" message (a client reading too slowly never slows ingest), in bytes (1 MiB)', 1024),
+    resume_window_s: int(10, 'persisted stream entries are kept this long, so a tail that reconnects within it resumes (after=) without a gap; costs Redis memory: ingest rate x window (0 = trim as soon as persisted), in s', 0, 3600),
+  },
   log: {
     level: str('info', 'log level of logd\'s own JSON logs', ['fatal', 'error', 'warn', 'info', 'debug', 'trace']),
   },

@@ -27,6 +27,7 @@ export const ERRORS = {
   LOGD_UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'the route does not take this content-type (the answer names the ones it takes)' },
   LOGD_UNSUPPORTED_ENCODING: { status: 415, message: 'content-encoding must be gzip, deflate, zstd or identity' },
   LOGD_VALIDATION_FAILED: { status: 422, message: 'request failed validation' },
+  LOGD_UPGRADE_REQUIRED: { status: 426, message: 'this route is a WebSocket: send the request with Upgrade: websocket' },
   LOGD_HEADERS_TOO_LARGE: { status: 431, message: 'request headers are too large or too many' },
   LOGD_INTERNAL: { status: 500, message: 'internal error' },
   LOGD_NOT_IMPLEMENTED: { status: 501, message: 'the request uses a transfer encoding that is not served' },
@@ -36,6 +37,7 @@ export const ERRORS = {
   LOGD_DATABASE_UNAVAILABLE: { status: 503, message: 'the database (PostgreSQL) is unavailable; retry later' },
   LOGD_OVERLOADED: { status: 503, message: 'this worker holds server.max_inflight_bytes of request bodies; retry later' },
   LOGD_BUSY: { status: 503, message: 'every database connection for this kind of read is in use; retry later' },
+  LOGD_TAIL_FULL: { status: 503, message: 'this worker serves its share of tail.max_subscribers live tails; retry later' },
   LOGD_QUERY_TIMEOUT: { status: 503, message: 'the query ran longer than postgres.statement_timeout_ms; narrow it (device_id, since, until)' },
   // Answered by nginx (conf/nginx.conf), in front of logd.
   LOGD_RATE_LIMITED: { status: 429, message: 'rate limit exceeded; retry after Retry-After seconds' },

@@ -154,6 +154,19 @@ storageGauge('logd_storage_newest_timestamp_seconds', 'end of the newest partiti
 storageGauge('logd_storage_last_drop_timestamp_seconds', 'when a partition was last dropped (NaN: never)', (s) => seconds(s.lastDrop));
 storageGauge('logd_storage_next_drop_timestamp_seconds', 'when the next partition expires by retention (NaN: none)', (s) => seconds(s.nextDrop));
 
+export const tailSubscribers = new Gauge({
+  name: 'logd_tail_subscribers',
+  help: 'open live tails (GET /api/tail WebSockets), summed over the HTTP workers',
+});
+
+export const tailLogsSent = new Counter({ name: 'logd_tail_logs_sent_total', help: 'logs sent to live tails (a log sent to two tails counts twice)' });
+
+export const tailLogsSkipped = new Counter({
+  name: 'logd_tail_logs_skipped_total',
+  help: 'matching logs not sent to a live tail, by reason (slow: its socket held more than tail.max_buffer_bytes unsent; counted in its "skipped" message)',
+  labelNames: ['reason'] as const,
+});
+
 export const cacheLookups = new Counter({
   name: 'logd_cache_lookups_total',
   help: 'cache-aside lookups, by cache and result (hit, miss, shared, waited, late, error)',

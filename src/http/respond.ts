@@ -7,7 +7,7 @@ import type { BodyBudget } from './body';
 const STATUS_LINES: Record<number, string> = {
   200: '200 OK', 204: '204 No Content', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden', 404: '404 Not Found',
   405: '405 Method Not Allowed', 413: '413 Payload Too Large', 415: '415 Unsupported Media Type',
-  422: '422 Unprocessable Entity', 429: '429 Too Many Requests', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
+  422: '422 Unprocessable Entity', 426: '426 Upgrade Required', 429: '429 Too Many Requests', 431: '431 Request Header Fields Too Large', 500: '500 Internal Server Error',
   503: '503 Service Unavailable',
 };
 

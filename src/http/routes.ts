@@ -23,6 +23,7 @@ import { CONSOLE_ASSETS, sendConsolePage } from './console';
 import { DOCS_ASSETS, REDOC_CSP, REDOC_PAGE, SWAGGER_CSP, SWAGGER_PAGE } from './docs';
 import { openApiDocument } from './openapi';
 import { purgeLogsRoute } from './purge';
+import { TAIL_PATH, tailQuerySchema } from './tail';
 import {
   deviceLogsAnswerSchema, deviceLogsQuerySchema, purgeAnswerSchema, purgeQuerySchema, searchAnswerSchema, searchQuerySchema, statsAnswerSchema, statsQuerySchema,
   histogramAnswerSchema, histogramQuerySchema, devicesAnswerSchema, devicesQuerySchema,
@@ -172,6 +173,19 @@ export const ROUTES: Route[] = [
     ok: { description: 'the logs are deleted', schema: purgeAnswerSchema },
     errors: [...READ_ERRORS, 'LOGD_QUEUE_UNAVAILABLE'],
     handle: purgeLogsRoute,
+  },
+  {
+    method: 'get', path: TAIL_PATH, scope: 'read',
+    summary: 'Live tail of new logs (WebSocket)',
+    description: 'A WebSocket (GET with Upgrade: websocket) that sends, as JSON text frames, {"type":"ready","position"} first, then '
+      + '{"type":"logs","position","logs":[...]} with the matching logs of each stream entry accepted after it (position: pass it as after= to resume), '
+      + '{"type":"skipped","reason":"slow"|"expired","count","position"}, {"type":"status","queue":"unavailable"|"available"} and {"type":"error","code","detail"} before a close. '
+      + 'Filters as in search. Token: Authorization, or the subprotocols "logd.v1, logd.token.<token>" (the server selects logd.v1). The client sends nothing.',
+    query: tailQuerySchema,
+    // server.ts registers the upgrade itself (tail.ts); this route answers a GET without one.
+    ok: { description: 'Switching Protocols: the WebSocket is open', status: 101 },
+    errors: ['LOGD_VALIDATION_FAILED', 'LOGD_UPGRADE_REQUIRED', 'LOGD_TAIL_FULL'],
+    handle: (x) => fail(x, 'LOGD_UPGRADE_REQUIRED', `${TAIL_PATH} is a WebSocket: send Upgrade: websocket`),
   },
   {
     method: 'get', path: '/api/stats', scope: 'read',

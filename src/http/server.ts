@@ -8,11 +8,12 @@ import { httpDuration, httpRequests } from '../metrics';
 import { BodyBudget } from './body';
 import { exchange, fail, requestId, sendError, type Exchange } from './respond';
 import { ROUTES, type Context, type Route } from './routes';
+import { TAIL_PATH, tailSockets } from './tail';
 
 export interface Server {
   /** requests being handled */
   inflight(): number;
-  /** stops accepting connections; requests on open ones are answered with Connection: close */
+  /** stops accepting connections; requests on open ones are answered with Connection: close, live tails are closed (1001) */
   stopListening(): void;
 }
 
@@ -93,6 +94,9 @@ export function startServer(ctx: Context): Promise<Server> {
   };
 
   const app = uWS.App();
+  // The WebSocket upgrade first: a GET /api/tail without one falls through to its route (426).
+  const tails = tailSockets(ctx, begin);
+  app.ws(TAIL_PATH, tails.behavior);
   const methods = new Map<string, string[]>();
   for (const r of ROUTES) {
     if (r.enabled && !r.enabled(ctx.cfg)) continue;
@@ -125,6 +129,7 @@ export function startServer(ctx: Context): Promise<Server> {
         inflight: () => inflight,
         stopListening: () => {
           draining = true;
+          tails.closeAll();
           if (listenSocket) uWS.us_listen_socket_close(listenSocket);
           listenSocket = undefined;
         },

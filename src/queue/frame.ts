@@ -157,6 +157,30 @@ export function summarizeRows(rows: string): Tally[] {
   return [...counts.values()];
 }
 
+/** One log of a frame, its fields decoded from the COPY row (log_data as its JSON text). */
+export interface FrameLog {
+  device_id: string;
+  log_level: string;
+  message: string;
+  log_data: string;
+  created_at: string;
+}
+
+/** The logs of a frame's COPY rows, in order; a line that is not a row of COPY_COLUMNS is left out. */
+export function frameLogs(rows: string): FrameLog[] {
+  const logs: FrameLog[] = [];
+  let start = 0;
+  while (start < rows.length) {
+    let end = rows.indexOf('\n', start);
+    if (end < 0) end = rows.length;
+    const f = rows.slice(start, end).split('\t');
+    start = end + 1;
+    if (f.length !== COPY_COLUMNS.length) continue;
+    logs.push({ device_id: unescapeCopy(f[0]), log_level: unescapeCopy(f[1]), message: unescapeCopy(f[2]), log_data: unescapeCopy(f[3]), created_at: unescapeCopy(f[4]) });
+  }
+  return logs;
+}
+
 /** A stream entry as XREADGROUP, XCLAIM and XRANGE return it. */
 export type Raw = [id: string, fields: string[] | null];
 

@@ -20,7 +20,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     logdAppend(stream: string, backlog: string, limit: number, n: number, rows: string, summary: string): Result<string, Context>;
     logdAppendOnce(stream: string, backlog: string, marks: string, limit: number, n: number, rows: string, summary: string, ...ranges: string[]): Result<string, Context>;
-    logdAck(stream: string, backlog: string, group: string, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
+    logdAck(stream: string, backlog: string, group: string, windowMs: number, ...idsAndCounts: (string | number)[]): Result<[number, number, number], Context>;
     logdReplay(stream: string, backlog: string, dead: string, deadId: string): Result<string, Context>;
     logdDead(stream: string, backlog: string, dead: string, group: string, id: string, n: number, error: string, ...fields: string[]): Result<string | null, Context>;
   }
@@ -70,6 +70,8 @@ export class Queue {
   readonly deadStream: string;
   /** highest sequence number stored per numbered source (append-once.lua) */
   readonly marksKey: string;
+  /** persisted entries younger than this stay in the stream for live tails to resume (tail.resume_window_s), in ms */
+  readonly resumeWindowMs: number;
 
   constructor(readonly redis: Redis, cfg: Config) {
     this.stream = cfg.redis.stream;
@@ -77,6 +79,7 @@ export class Queue {
     this.group = cfg.queue.group;
     this.deadStream = cfg.queue.dead_stream;
     this.marksKey = `${cfg.redis.stream}:marks`;
+    this.resumeWindowMs = cfg.tail.resume_window_s * 1000;
     defineScripts(redis);
   }
 
@@ -154,11 +157,11 @@ export class Queue {
     return claimed.map((raw) => parseEntry(raw, deliveries.get(raw[0]) ?? 1));
   }
 
-  /** Acknowledges persisted entries (one round trip), lowers the backlog, trims. */
+  /** Acknowledges persisted entries (one round trip), lowers the backlog, trims what is older than the resume window. */
   async ack(entries: { id: string; n: number }[]): Promise<{ frames: number; logs: number; trimmed: number }> {
     const args: (string | number)[] = [];
     for (const e of entries) args.push(e.id, e.n);
-    const [frames, logs, trimmed] = await this.redis.logdAck(this.stream, this.backlogKey, this.group, ...args);
+    const [frames, logs, trimmed] = await this.redis.logdAck(this.stream, this.backlogKey, this.group, this.resumeWindowMs, ...args);
     return { frames, logs, trimmed };
   }
 

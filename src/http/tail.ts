@@ -1,0 +1,174 @@
+/**
+ * GET /api/tail on uWS: the WebSocket of a live tail (src/tail/ reads the
+ * stream and fans it out; src/tail/messages.ts lists the messages).
+ *
+ * Everything is checked before upgrading, in the usual JSON error shape:
+ * headers, the token (scope read), the query (422), this worker's share of
+ * tail.max_subscribers (503). Browsers cannot set headers on a WebSocket, so
+ * besides Authorization the token may come as a subprotocol: the client
+ * offers `logd.v1, logd.token.<token>` and the server selects `logd.v1`
+ * (never echoing the token). A token in the URL is not read: URLs end up in
+ * access logs.
+ */
+import uWS from 'uWebSockets.js';
+import { LogdError } from '../errors';
+import { log } from '../log';
+import { TailFilter } from '../tail/filter';
+import { TailHub, type Subscriber } from '../tail/hub';
+import { errorMessage } from '../tail/messages';
+import { parseSearchText, queryParser } from './query';
+import { searchQuerySchema } from './query-schemas';
+import { sendError, type Exchange } from './respond';
+import type { Context } from './routes';
+import type { Issue } from './validate';
+
+export const TAIL_PATH = '/api/tail';
+export const TAIL_PROTOCOL = 'logd.v1';
+const TOKEN_PROTOCOL = 'logd.token.';
+
+/** Clients send nothing: a message bigger than this is closed with 1009, any other with 1008 (text) or 1003 (binary). */
+const MAX_MESSAGE = 1024;
+/** uWS buffers a message up to this size; beyond it, it drops the connection without a close frame. */
+const MAX_PAYLOAD = 16 * 1024;
+/** Idle tails are pinged within this many seconds (proxies: conf/nginx.conf's proxy_read_timeout is longer). */
+const IDLE_TIMEOUT_S = 60;
+
+export const tailQuerySchema = {
+  $id: 'TailQuery',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    device_id: searchQuerySchema.properties.device_id,
+    level: searchQuerySchema.properties.level,
+    q: searchQuerySchema.properties.q,
+    after: {
+      type: 'string', maxLength: 41, pattern: '^\\d{1,20}-\\d{1,20}$',
+      description: 'the `position` of a message received before: resume after it (gap-free while the stream holds it, tail.resume_window_s after persisting)',
+    },
+  },
+} as const;
+
+const parseTailQuery = queryParser<{ device_id?: string; level?: string[]; q?: string; after?: string }>(tailQuerySchema);
+
+/** Starts an exchange, as server.ts counts and answers requests. */
+export type Begin = (res: uWS.HttpResponse, id: string, head: boolean, route: string) => Exchange;
+
+interface TailSocket {
+  filter: TailFilter;
+  after: string | undefined;
+  sub?: Subscriber;
+  closed: boolean;
+}
+
+export interface TailSockets {
+  behavior: uWS.WebSocketBehavior<TailSocket>;
+  /** closes every tail with 1001 (the worker stops) */
+  closeAll(): void;
+}
+
+interface UpgradeHeaders {
+  bytes: number;
+  authorizations: number;
+  authorization: string;
+  requestId: string;
+  key: string;
+  protocols: string[];
+  extensions: string;
+}
+
+function readUpgradeHeaders(req: uWS.HttpRequest): UpgradeHeaders {
+  const h: UpgradeHeaders = { bytes: 0, authorizations: 0, authorization: '', requestId: '', key: '', protocols: [], extensions: '' };
+  req.forEach((name, value) => {
+    h.bytes += name.length + value.length + 4;
+    if (name === 'authorization') {
+      h.authorizations++;
+      h.authorization = value;
+    } else if (name === 'x-request-id') h.requestId = value;
+    else if (name === 'sec-websocket-key') h.key = value;
+    else if (name === 'sec-websocket-protocol') h.protocols.push(...value.split(',').map((p) => p.trim()));
+    else if (name === 'sec-websocket-extensions') h.extensions = value;
+  });
+  return h;
+}
+
+export function tailSockets(ctx: Context, begin: Begin): TailSockets {
+  const hub = new TailHub(ctx.cfg, ctx.queue.redis, log());
+
+  const upgrade = (res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void => {
+    const h = readUpgradeHeaders(req);
+    const x = begin(res, h.requestId, false, TAIL_PATH);
+    if (h.bytes > ctx.cfg.server.max_header_bytes) {
+      return sendError(x, new LogdError('LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`));
+    }
+    if (h.authorizations > 1) return sendError(x, new LogdError('LOGD_BAD_REQUEST', 'the request has more than one Authorization header'));
+    const token = h.protocols.find((p) => p.startsWith(TOKEN_PROTOCOL))?.slice(TOKEN_PROTOCOL.length);
+    try {
+      ctx.auth.check('read', h.authorization || (token ? `Bearer ${token}` : ''));
+    } catch (err) {
+      return sendError(x, err as LogdError);
+    }
+    const query = parseTailQuery(req.getQuery());
+    if (!query.ok) return sendError(x, new LogdError('LOGD_VALIDATION_FAILED', query.issues));
+    const q = query.value;
+    const issues: Issue[] = [];
+    let terms: string[] | undefined;
+    if (q.q !== undefined) {
+      const parsed = parseSearchText(q.q);
+      if (parsed.ok) terms = parsed.value;
+      else issues.push(...parsed.issues);
+    }
+    if (issues.length) return sendError(x, new LogdError('LOGD_VALIDATION_FAILED', issues));
+    if (hub.size >= hub.capacity) {
+      return sendError(x, new LogdError('LOGD_TAIL_FULL', `this worker serves ${hub.capacity} live tails, its share of tail.max_subscribers (${ctx.cfg.tail.max_subscribers}); retry later`));
+    }
+    const data: TailSocket = { filter: new TailFilter({ device_id: q.device_id, level: q.level, terms }), after: q.after, closed: false };
+    // The exchange ends here: uWS owns the connection from now on.
+    x.ended = true;
+    x.onEnd(101);
+    res.cork(() => res.upgrade(data, h.key, h.protocols.includes(TAIL_PROTOCOL) ? TAIL_PROTOCOL : '', h.extensions, context));
+  };
+
+  const refuse = (ws: uWS.WebSocket<TailSocket>, code: number, detail: string): void => {
+    ws.send(errorMessage('LOGD_BAD_REQUEST', detail));
+    ws.end(code, detail);
+  };
+
+  const behavior: uWS.WebSocketBehavior<TailSocket> = {
+    maxPayloadLength: MAX_PAYLOAD,
+    idleTimeout: IDLE_TIMEOUT_S,
+    sendPingsAutomatically: true,
+    // Above what the hub lets a socket hold (tail.max_buffer_bytes) plus one message of the largest request's logs, so uWS itself never drops one.
+    maxBackpressure: ctx.cfg.tail.max_buffer_bytes + 2 * ctx.cfg.server.body_limit_batch,
+    compression: uWS.DISABLED,
+    upgrade,
+    open: (ws) => {
+      const data = ws.getUserData();
+      data.sub = hub.subscribe({
+        send: (text) => !data.closed && ws.send(text, false) !== 2,
+        buffered: () => (data.closed ? 0 : ws.getBufferedAmount()),
+        end: (code, reason) => {
+          if (!data.closed) ws.end(code, reason);
+        },
+      }, data.filter, data.after);
+    },
+    // RFC 6455 section 7.4.1: 1009 too big to process, 1003 data it cannot accept (binary), 1008 policy (no client messages).
+    message: (ws, message, isBinary) => {
+      if (message.byteLength > MAX_MESSAGE) return refuse(ws, 1009, `logd tail takes no messages (this one has ${message.byteLength} bytes)`);
+      refuse(ws, isBinary ? 1003 : 1008, 'logd tail takes no messages');
+    },
+    drain: (ws) => {
+      const data = ws.getUserData();
+      if (data.sub) hub.drained(data.sub);
+    },
+    close: (ws) => {
+      const data = ws.getUserData();
+      data.closed = true;
+      if (data.sub) hub.unsubscribe(data.sub);
+    },
+  };
+
+  return {
+    behavior,
+    closeAll: () => hub.closeAll(1001, 'logd is shutting down'),
+  };
+}
