@@ -15,9 +15,13 @@ import { dlq } from './dlq';
 import { purgeCommand } from './purge';
 import { status } from './status';
 import { storage } from './storage';
+import { tail } from './tail';
 import { token } from './token';
 
-type Flags = { limit?: string; all?: boolean; name?: string; scope?: string; device?: string; until?: string };
+type Flags = {
+  limit?: string; all?: boolean; name?: string; scope?: string; device?: string; until?: string;
+  level?: string; q?: string; since?: string; json?: boolean; retry?: boolean; url?: string; 'token-file'?: string;
+};
 
 interface Command {
   summary: string;
@@ -150,6 +154,37 @@ persister, and removes them from the dead-letter stream. Fix the cause first
       return dlq(withEmbeddedEndpoints(cfg), action, ids, intFlag('limit', flags.limit) ?? 100, process.stdout);
     },
   },
+  tail: {
+    summary: 'follow new logs as they arrive (GET /api/tail), like journalctl -f',
+    help: `usage: logd tail [--device D] [--level L[,L...]] [-q TEXT] [--since 10m] [--json] [--retry]
+                 [--url URL] [--token-file FILE] [--config PATH]
+
+Prints each new log as logd accepts it, one line each: time, level, device,
+message and log_data when it holds anything (levels coloured on a terminal).
+--device, --level and -q filter as GET /api/logs does (q: words, each a
+case-insensitive substring of the message; a "quoted phrase" is one term).
+--since 10m (units s, m, h, d) first prints the stored logs of that window,
+oldest first, at most 10000, then follows: logs accepted while it switches
+are printed once (it resumes the live tail from a few seconds before the
+stored logs were read and drops what it printed already). --json prints
+each log as one JSON object per line.
+
+The token (scope read) comes from the LOGD_TOKEN environment variable or
+--token-file, never from a flag (flags show in ps). The server is --url, else
+http://<server.host>:<server.port> of the configuration.
+
+Lines on stderr: "-- N logs skipped (reading too slowly) --" when logd
+skipped logs this reader did not take fast enough; loss and return of
+logd's queue. Ctrl-C ends it with exit code 0. A lost or refused connection
+exits 1 with the reason, unless --retry: then it reconnects with backoff and
+resumes where it was, without a gap while logd's stream still holds it
+(tail.resume_window_s; else it says so). A token or filter the server
+refuses (401, 403, 422) exits 2 with the server's detail, --retry or not.
+`,
+    flags: ['device', 'level', 'q', 'since', 'json', 'retry', 'url', 'token-file'],
+    positionals: false,
+    run: (cfg, _args, flags) => tail(cfg, { ...flags, tokenFile: flags['token-file'] }, process.stdout, process.stderr),
+  },
 };
 
 const USAGE = `usage: logd <command> [options]
@@ -186,6 +221,8 @@ const FLAG_TYPES = {
   config: { type: 'string' }, port: { type: 'string' }, workers: { type: 'string' }, 'data-dir': { type: 'string' },
   limit: { type: 'string' }, all: { type: 'boolean' }, name: { type: 'string' }, scope: { type: 'string' },
   device: { type: 'string' }, until: { type: 'string' },
+  level: { type: 'string' }, q: { type: 'string', short: 'q' }, since: { type: 'string' }, json: { type: 'boolean' }, retry: { type: 'boolean' },
+  url: { type: 'string' }, 'token-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -232,6 +269,9 @@ export async function main(argv: string[]): Promise<number> {
     flags = {
       limit: values.limit as string | undefined, all: values.all as boolean | undefined, name: values.name as string | undefined, scope: values.scope as string | undefined,
       device: values.device as string | undefined, until: values.until as string | undefined,
+      level: values.level as string | undefined, q: values.q as string | undefined, since: values.since as string | undefined,
+      json: values.json as boolean | undefined, retry: values.retry as boolean | undefined, url: values.url as string | undefined,
+      'token-file': values['token-file'] as string | undefined,
     };
     intFlag('limit', flags.limit);
   } catch (err) {
