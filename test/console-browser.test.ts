@@ -62,13 +62,14 @@ async function watched(context: BrowserContext): Promise<{ page: Page; problems:
 const shownRows = (page: Page): Promise<string[][]> => page.$$eval('.rows .row > .line', (lines) => lines.map((l) => [...l.children].map((c) => c.textContent ?? '')));
 
 t.test('the console', async (t) => {
-  const { redis, pg, logd } = await startStack(t, { workers: 1, env: { LOGD_AUTH_MODE: 'token' } });
+  // A small tail buffer: the slow view below passes it sooner.
+  const { redis, pg, logd } = await startStack(t, { workers: 1, env: { LOGD_AUTH_MODE: 'token', LOGD_TAIL_MAX_BUFFER_BYTES: '65536' } });
   const token = (scope: string): string => {
     const r = spawnSync(process.execPath, [LOGD_BIN, 'token', 'create', '--name', `browser-${scope}`, '--scope', scope], { env: { ...process.env, ...serviceEnv(redis, pg) }, encoding: 'utf8', timeout: 20_000 });
     if (r.status !== 0) throw new Error(r.stderr);
     return r.stdout.trim();
   };
-  const [ingest, read] = [token('ingest'), token('read')];
+  const [ingest, read, admin] = [token('ingest'), token('read'), token('admin')];
   const bearer = (tok: string) => ({ authorization: `Bearer ${tok}` });
   await waitFor('the worker to know the tokens', async () => (await request(`${logd.url}/api/stats`, { headers: bearer(read) })).status === 200);
   const now = Date.now();
@@ -175,6 +176,17 @@ t.test('the console', async (t) => {
     const record = JSON.parse((await row.locator('pre.record').textContent())!);
     t.match(record, { device_id: 'gw-3', log_level: 'CRITICAL', message: 'uplink lost: failing over to lte0' });
     t.equal(await row.getAttribute('aria-expanded'), 'true');
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: logd.url });
+    await row.getByRole('button', { name: 'Copy JSON' }).click();
+    await row.locator('.copied', { hasText: 'JSON copied' }).waitFor();
+    t.same(JSON.parse(await page.evaluate(() => navigator.clipboard.readText())), record, 'Copy JSON: the record');
+    await row.getByRole('button', { name: 'Copy curl' }).click();
+    await row.locator('.copied', { hasText: 'curl copied' }).waitFor();
+    const curl = await page.evaluate(() => navigator.clipboard.readText());
+    const m = /^curl -s -H "Authorization: Bearer \$LOGD_TOKEN" '([^']+)'$/.exec(curl);
+    t.ok(m, `Copy curl: a command with the token's variable, not the token: ${curl}`);
+    const again = await request(m![1], { headers: bearer(read) });
+    t.same(again.body.data, [record], 'the curl command finds that log and no other');
     await row.focus();
     await page.keyboard.press('Escape');
     await page.locator('.rows .row pre.log-data').waitFor({ state: 'detached' });
@@ -360,12 +372,61 @@ t.test('the console', async (t) => {
     await page.locator('.rows .row', { hasText: whilePaused }).waitFor({ timeout: 5000 });
     t.pass('resuming after the last position delivers the log posted while paused');
     t.equal(await page.locator('.rows .row', { hasText: 'another device' }).count(), 0, 'the device filter applies');
-    if (SCREENSHOTS) {
-      await page.locator('.rows .row').first().locator('.line').click();
-      await page.screenshot({ path: path.join(ROOT, 'docs', 'console-tail.png') });
-    }
     t.same(problems, []);
     await context.close();
+
+    await t.test('a view that cannot keep up gets "N logs skipped"', async (t) => {
+      // Real backpressure: the page's JavaScript is paused in the debugger, so Chromium stops reading the socket
+      // and logd's unsent bytes pass tail.max_buffer_bytes.
+      const slow = await signedIn();
+      const { page } = await watched(slow);
+      await page.goto(`${logd.url}/?view=live&device_id=slow-1`);
+      await page.locator('.live-state.live').waitFor();
+      const skipped = async (): Promise<number> => {
+        const text = (await request(`${logd.url}/metrics`, { headers: bearer(admin) })).text;
+        return Number(/^logd_tail_logs_skipped_total\{reason="slow"\} (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      const before = await skipped();
+      const cdp = await slow.newCDPSession(page);
+      await cdp.send('Debugger.enable');
+      await cdp.send('Debugger.pause');
+      const filler = 'x'.repeat(1500);
+      let sent = 0;
+      await waitFor('logd to skip logs for the paused view', async () => {
+        const logs = Array.from({ length: 500 }, (_, i) => ({ device_id: 'slow-1', log_level: 'INFO', message: `flood ${sent + i} ${filler}` }));
+        t.equal((await postJson(`${logd.url}/api/logs/batch`, { logs }, bearer(ingest))).status, 200);
+        sent += logs.length;
+        return (await skipped()) > before;
+      }, 120_000, 0);
+      await cdp.send('Debugger.resume');
+      const marker = page.locator('.marker', { hasText: /^\d+ logs skipped/ }).first();
+      await marker.waitFor({ timeout: 30_000 });
+      await waitFor('every skipped message to be shown', async () => {
+        const counts = await page.$$eval('.marker', (ms) => ms.map((m) => Number(/^(\d+) logs skipped/.exec(m.textContent ?? '')?.[1] ?? 0)));
+        return counts.reduce((a, b) => a + b, 0) === (await skipped()) - before;
+      });
+      t.pass(`the markers add up to logd's count of skipped logs (${(await skipped()) - before} of ${sent})`);
+      await slow.close();
+    });
+
+    if (SCREENSHOTS) {
+      const shot = await signedIn();
+      const { page } = await watched(shot);
+      await page.goto(`${logd.url}/?view=live&level=INFO,WARNING,ERROR,CRITICAL`);
+      await page.locator('.live-state.live').waitFor();
+      const devices = ['web-1', 'web-2', 'db-7', 'gw-3'];
+      for (let i = 0; i < 24; i++) {
+        const level = ['INFO', 'INFO', 'WARNING', 'INFO', 'ERROR', 'INFO'][i % 6];
+        await postJson(`${logd.url}/api/log`, {
+          device_id: devices[i % 4], log_level: level, message: level === 'ERROR' ? `upstream timed out after 30000 ms (attempt ${i})` : `GET /api/orders/${2000 + i} served in ${18 + i} ms`,
+          log_data: { request_id: `r-${4711 + i}`, ms: 18 + i },
+        }, bearer(ingest));
+      }
+      await page.waitForFunction(() => document.querySelectorAll('.rows .row').length >= 24);
+      await page.locator('.rows .row', { hasText: 'timed out' }).first().locator('.line').click();
+      await page.screenshot({ path: path.join(ROOT, 'docs', 'console-tail.png') });
+      await shot.close();
+    }
 
     const refused = await browser.newContext();
     const { page: anonymous } = await watched(refused);
@@ -373,5 +434,27 @@ t.test('the console', async (t) => {
     await anonymous.getByRole('dialog').waitFor();
     t.pass('a tail refused for want of a token opens the sign-in dialog');
     await refused.close();
+  });
+
+  // Last: it stops PostgreSQL.
+  await t.test('503: the banner says logd is busy or its database is unavailable, with Retry-After', async (t) => {
+    await pg.stop();
+    const context = await signedIn();
+    const { page } = await watched(context);
+    await page.goto(`${logd.url}/?device_id=db-8`);
+    const banner = page.locator('.banner', { hasText: 'database is unavailable (503)' });
+    await banner.waitFor();
+    t.match(await banner.textContent(), /PostgreSQL.*Retry after 1 s/);
+    await pg.start();
+    await waitFor('logd to read from PostgreSQL again', async () => (await request(`${logd.url}/api/logs?device_id=db-8`, { headers: bearer(read) })).status === 200, 30_000);
+    // Each pooled connection opened before the restart fails once more (503 again): Retry until the search answers.
+    const retry = page.locator('.banner').getByRole('button', { name: 'Retry' });
+    await waitFor('Retry to show the logs', async () => {
+      if (await page.locator('.rows .row').count() === 1) return true;
+      if (await retry.isVisible()) await retry.click({ timeout: 1000 }).catch(() => undefined);
+      return false;
+    }, 30_000, 250);
+    t.equal(await page.locator('.banner').count(), 0, 'Retry searched again: the banner is gone');
+    await context.close();
   });
 });
