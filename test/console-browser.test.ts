@@ -428,6 +428,14 @@ t.test('the console', async (t) => {
       await shot.close();
     }
 
+    const invalid = await signedIn();
+    const { page: tooLong } = await watched(invalid);
+    await tooLong.goto(`${logd.url}/?view=live&q=${'x'.repeat(201)}`);
+    await tooLong.locator('#err-q').waitFor();
+    t.match(await tooLong.locator('#err-q').textContent(), /at most 200/, 'a tail refused with 422: the problem is shown at its field');
+    await tooLong.locator('.live-state.paused').waitFor();
+    await invalid.close();
+
     const refused = await browser.newContext();
     const { page: anonymous } = await watched(refused);
     await anonymous.goto(`${logd.url}/?view=live`);
