@@ -428,6 +428,28 @@ t.test('the console', async (t) => {
       await shot.close();
     }
 
+    await t.test('a dropped connection reconnects, asking for the logs after the last position', async (t) => {
+      const context = await signedIn();
+      const { page } = await watched(context);
+      const sockets: URL[] = [];
+      page.on('websocket', (ws) => sockets.push(new URL(ws.url())));
+      await page.goto(`${logd.url}/?view=live&device_id=drop-1`);
+      await page.locator('.live-state.live').waitFor();
+      t.equal((await postJson(`${logd.url}/api/log`, { device_id: 'drop-1', log_level: 'INFO', message: 'before the drop' }, bearer(ingest))).status, 200);
+      await page.locator('.rows .row', { hasText: 'before the drop' }).waitFor();
+      const [worker] = logd.children('http');
+      process.kill(worker, 'SIGKILL');
+      await page.locator('.live-state.retrying').waitFor();
+      t.pass('the view says it is reconnecting');
+      await waitFor('the worker to be replaced', async () => (await postJson(`${logd.url}/api/log`, { device_id: 'drop-1', log_level: 'WARNING', message: 'after the restart' }, bearer(ingest)).catch(() => ({ status: 0 }))).status === 200, 30_000, 100);
+      await page.locator('.rows .row', { hasText: 'after the restart' }).waitFor({ timeout: 40_000 });
+      await page.locator('.live-state.live').waitFor();
+      t.same((await shownRows(page)).map((r) => r[3]), ['after the restart', 'before the drop'], 'each log once, in order');
+      t.equal(sockets[0].searchParams.get('after'), null, 'the first connection starts from now');
+      t.match(sockets.at(-1)!.searchParams.get('after'), /^\d+-\d+$/, 'the reconnection resumes after a position');
+      await context.close();
+    });
+
     const invalid = await signedIn();
     const { page: tooLong } = await watched(invalid);
     await tooLong.goto(`${logd.url}/?view=live&q=${'x'.repeat(201)}`);
