@@ -3,7 +3,8 @@
  * each with a gzip twin `<name>.gz` made at build time: served from memory,
  * the twin when the client's Accept-Encoding takes gzip. A directory's
  * files are named in its manifest.json (the build's list; a name the
- * manifest lacks is 404), read on first use.
+ * manifest lacks is 404), read on first use (a worker started before a
+ * rebuild keeps serving the files it has read; restart it after one).
  */
 import { readFileSync } from 'node:fs';
 import type { HttpRequest } from 'uWebSockets.js';
@@ -13,7 +14,6 @@ import { fail, send, type Exchange } from './respond';
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8',
-  '.html': 'text/html; charset=utf-8',
 };
 
 /** Accept-Encoding names gzip and does not refuse it with q=0 (RFC 9110 §12.5.3). */
@@ -27,7 +27,7 @@ function takesGzip(header: string): boolean {
   return false;
 }
 
-interface File {
+interface Asset {
   type: string;
   plain: Buffer;
   gzip: Buffer;
@@ -35,7 +35,7 @@ interface File {
 
 export class AssetDir {
   private manifest: Record<string, string> | undefined;
-  private readonly files = new Map<string, File>();
+  private readonly files = new Map<string, Asset>();
 
   /**
    * @param dir the directory under dist/assets
@@ -50,7 +50,7 @@ export class AssetDir {
   }
 
   /** A file's content, or undefined when the build wrote no file of that name. */
-  file(name: string): File | undefined {
+  private file(name: string): Asset | undefined {
     let f = this.files.get(name);
     if (f) return f;
     if (!Object.values(this.names()).includes(name)) return undefined;
