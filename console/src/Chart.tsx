@@ -10,10 +10,6 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { LEVELS, type Histogram, type Level } from './api';
 
-export const LEVEL_COLORS: Record<Level, string> = {
-  DEBUG: '#8a8f98', INFO: '#3b82f6', WARNING: '#f59e0b', ERROR: '#ef4444', CRITICAL: '#d946ef',
-};
-const TOTAL_COLOR = '#3b82f6';
 const HEIGHT = 140;
 
 interface Props {
@@ -21,13 +17,14 @@ interface Props {
   onZoom(since: number, until: number): void;
 }
 
-function chartData(h: Histogram): { data: uPlot.AlignedData; series: uPlot.Series[] } {
+/** `color(level)`: the level's colour in the page's theme (app.css). */
+function chartData(h: Histogram, color: (l: Level) => string): { data: uPlot.AlignedData; series: uPlot.Series[] } {
   const xs = h.buckets.map((b) => Date.parse(b.start) / 1000);
   const bars = uPlot.paths.bars!({ size: [0.9, 64], align: 1 });
   if (!h.buckets.some((b) => b.levels)) {
     return {
       data: [xs, h.buckets.map((b) => b.total)],
-      series: [{}, { label: 'logs', fill: TOTAL_COLOR, stroke: TOTAL_COLOR, width: 0, paths: bars, points: { show: false } }],
+      series: [{}, { label: 'logs', fill: color('INFO'), stroke: color('INFO'), width: 0, paths: bars, points: { show: false } }],
     };
   }
   // Highest level first: its series is the whole stack.
@@ -35,7 +32,7 @@ function chartData(h: Histogram): { data: uPlot.AlignedData; series: uPlot.Serie
   const stacked = order.map((_, i) => h.buckets.map((b) => order.slice(i).reduce((n, l) => n + (b.levels?.[l] ?? 0), 0)));
   return {
     data: [xs, ...stacked],
-    series: [{}, ...order.map((l) => ({ label: l, fill: LEVEL_COLORS[l], stroke: LEVEL_COLORS[l], width: 0, paths: bars, points: { show: false } }))],
+    series: [{}, ...order.map((l) => ({ label: l, fill: color(l), stroke: color(l), width: 0, paths: bars, points: { show: false } }))],
   };
 }
 
@@ -45,17 +42,21 @@ export function Chart({ histogram, onZoom }: Props) {
   zoom.current = onZoom;
   useEffect(() => {
     const el = box.current!;
-    const { data, series } = chartData(histogram);
+    // The canvas takes no CSS: bars and axes get the theme's colours as values.
+    const style = getComputedStyle(el);
+    const ink = style.color;
+    const { data, series } = chartData(histogram, (l) => style.getPropertyValue(`--${l}`).trim());
     const [from, to] = [Date.parse(histogram.since) / 1000, Date.parse(histogram.until) / 1000];
+    const grid = { stroke: 'rgba(128,128,128,0.15)' };
     const u = new uPlot({
       width: el.clientWidth || 600,
       height: HEIGHT,
       series,
       legend: { show: false },
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
-      scales: { x: { time: true, range: () => [from, to] }, y: { range: (_u, _min, max) => [0, Math.max(1, max)] } },
+      scales: { x: { time: true, range: () => [from, to] }, y: { range: (_u, _min, max) => [0, Math.max(1, Math.ceil(max * 1.1))] } },
       cursor: { drag: { x: true, y: false, setScale: false }, points: { show: false } },
-      axes: [{ stroke: 'currentColor', grid: { stroke: 'rgba(128,128,128,0.15)' } }, { stroke: 'currentColor', size: 50, grid: { stroke: 'rgba(128,128,128,0.15)' } }],
+      axes: [{ stroke: ink, grid, space: 90 }, { stroke: ink, grid, size: 50 }],
       hooks: {
         setSelect: [(p) => {
           if (p.select.width < 3) return;

@@ -160,7 +160,7 @@ export function Live({ query, generation, onFailure }: Props) {
       {note && <div class="banner" role="alert">{note}</div>}
       <div class="rows" role="table" aria-label="live logs">
         {items.map((it) => (it.kind === 'marker'
-          ? <div key={it.key} class="marker" role="row">{it.text}</div>
+          ? <div key={it.key} class="marker" role="row"><span role="cell">{it.text}</span></div>
           : <LogRow key={it.key} log={it.log} expanded={expanded.has(it.key)} onToggle={() => toggle(it.key)} />))}
       </div>
     </div>

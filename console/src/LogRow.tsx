@@ -54,14 +54,14 @@ export function LogRow({ log, expanded, onToggle }: Props) {
   };
   return (
     <div class={`row${expanded ? ' open' : ''}`} tabIndex={0} role="row" aria-expanded={expanded} onKeyDown={keys}>
-      <div class="line" onClick={onToggle}>
-        <span class="time">{shortTime(log.created_at)}</span>
-        <span class={`level lvl-${log.log_level}`}>{log.log_level}</span>
-        <span class="device">{log.device_id}</span>
-        <span class="message">{log.message ?? ''}</span>
+      <div class="line" onClick={onToggle} role="none">
+        <span class="time" role="cell">{shortTime(log.created_at)}</span>
+        <span class={`level lvl-${log.log_level}`} role="cell">{log.log_level}</span>
+        <span class="device" role="cell">{log.device_id}</span>
+        <span class="message" role="cell">{log.message ?? ''}</span>
       </div>
       {expanded && (
-        <div class="detail">
+        <div class="detail" role="cell">
           <div class="detail-actions">
             <button type="button" onClick={() => copyAs('JSON copied', JSON.stringify(log))}>Copy JSON</button>
             <button type="button" onClick={() => copyAs('curl copied', curlFor(log))}>Copy curl</button>
