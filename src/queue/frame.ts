@@ -166,17 +166,26 @@ export interface FrameLog {
   created_at: string;
 }
 
-/** The logs of a frame's COPY rows, in order; a line that is not a row of COPY_COLUMNS is left out. */
-export function frameLogs(rows: string): FrameLog[] {
+/**
+ * The logs of a frame's COPY rows, in order; a line that is not a row of
+ * COPY_COLUMNS is left out, and so is a row whose device `keep` refuses
+ * (its other fields are not decoded).
+ */
+export function frameLogs(rows: string, keep?: (deviceId: string) => boolean): FrameLog[] {
   const logs: FrameLog[] = [];
   let start = 0;
   while (start < rows.length) {
     let end = rows.indexOf('\n', start);
     if (end < 0) end = rows.length;
-    const f = rows.slice(start, end).split('\t');
+    const line = start;
     start = end + 1;
-    if (f.length !== COPY_COLUMNS.length) continue;
-    logs.push({ device_id: unescapeCopy(f[0]), log_level: unescapeCopy(f[1]), message: unescapeCopy(f[2]), log_data: unescapeCopy(f[3]), created_at: unescapeCopy(f[4]) });
+    const tab = rows.indexOf('\t', line);
+    if (tab < 0 || tab > end) continue;
+    const device = unescapeCopy(rows.slice(line, tab));
+    if (keep && !keep(device)) continue;
+    const f = rows.slice(tab + 1, end).split('\t');
+    if (f.length !== COPY_COLUMNS.length - 1) continue;
+    logs.push({ device_id: device, log_level: unescapeCopy(f[0]), message: unescapeCopy(f[1]), log_data: unescapeCopy(f[2]), created_at: unescapeCopy(f[3]) });
   }
   return logs;
 }

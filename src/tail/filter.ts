@@ -15,7 +15,8 @@ export interface TailFilterSpec {
 export class TailFilter {
   /** equal for equal filters: tails that share it share each frame's serialized message */
   readonly key: string;
-  private readonly device: string | undefined;
+  /** the one device it follows, if any */
+  readonly device: string | undefined;
   private readonly levels: Set<string> | undefined;
   private readonly terms: string[];
 
@@ -26,18 +27,22 @@ export class TailFilter {
     this.key = JSON.stringify([this.device ?? null, this.levels ? [...this.levels].sort() : null, [...this.terms].sort()]);
   }
 
+  takesLevel(level: string): boolean {
+    return !this.levels || this.levels.has(level);
+  }
+
   /** Whether a frame with these tallies can hold a log this filter takes (before its rows are decoded). */
   wants(tallies: Tally[]): boolean {
     if (!this.device && !this.levels) return true;
     for (const t of tallies) {
-      if ((!this.device || t[0] === this.device) && (!this.levels || this.levels.has(t[1]))) return true;
+      if ((!this.device || t[0] === this.device) && this.takesLevel(t[1])) return true;
     }
     return false;
   }
 
   matches(log: FrameLog): boolean {
     if (this.device && log.device_id !== this.device) return false;
-    if (this.levels && !this.levels.has(log.log_level)) return false;
+    if (!this.takesLevel(log.log_level)) return false;
     if (!this.terms.length) return true;
     const message = log.message.toLowerCase();
     return this.terms.every((t) => message.includes(t));

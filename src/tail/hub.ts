@@ -3,8 +3,9 @@
  * fan-out of each frame to the tails whose filter takes some of its logs.
  *
  *   logs:stream --XREAD BLOCK (own connection, only while someone tails)--> reader
- *     -> per frame: its summary says which filters can match (rows not decoded otherwise)
- *     -> rows decoded once, one "logs" message serialized per distinct filter
+ *     -> per frame: its summary (when short) says whether any filter can match, else the frame is skipped
+ *     -> only the rows of followed devices decoded (all of them when a tail follows every device), once;
+ *        one "logs" message serialized per distinct filter
  *     -> each tail of that filter: sent, or counted as skipped while its socket
  *        holds more than tail.max_buffer_bytes unsent
  *
@@ -19,7 +20,7 @@ import type { Config } from '../config';
 import { redisClient } from '../connections';
 import type { Logger } from '../log';
 import { tailLogsSent, tailLogsSkipped, tailSubscribers } from '../metrics';
-import { frameLogs, isFrame, parseEntry, parseSummary, summarizeRows, type Frame, type Raw } from '../queue/frame';
+import { frameLogs, isFrame, parseEntry, parseSummary, summarizeRows, type Frame, type FrameLog, type Raw } from '../queue/frame';
 import type { TailFilter } from './filter';
 import { errorMessage, logsMessage, readyMessage, skippedMessage, statusMessage } from './messages';
 
@@ -29,6 +30,13 @@ const BLOCK_MS = 1000;
 const READ_COUNT = 256;
 /** Live messages queued for one tail while it catches up; beyond, their logs are counted as skipped. */
 const MAX_QUEUED = 1024;
+/**
+ * A frame's summary (a tally per device, level and hour) is read to skip the
+ * frame when it is this many times shorter than its rows; a longer one (a
+ * frame of many devices) costs about what reading the rows' device fields
+ * does, and those are read instead.
+ */
+const SUMMARY_RATIO = 8;
 /** Backoff between reads while Redis is unreachable, in ms. */
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
@@ -51,6 +59,11 @@ export interface TailSink {
   /** bytes queued and not yet written to the socket */
   buffered(): number;
   end(code: number, reason: string): void;
+}
+
+interface Group {
+  filter: TailFilter;
+  subs: Set<Subscriber>;
 }
 
 interface Queued {
@@ -129,7 +142,11 @@ export class TailHub {
   private readonly maxBuffer: number;
   private readonly subscribers = new Set<Subscriber>();
   /** live tails by filter: one serialized message per filter and frame */
-  private readonly groups = new Map<string, { filter: TailFilter; subs: Set<Subscriber> }>();
+  private readonly groups = new Map<string, Group>();
+  /** the groups that follow one device, by device, and the others: a frame's tallies find the groups it concerns */
+  private readonly byDevice = new Map<string, Group[]>();
+  private readonly anyDevice = new Set<Group>();
+  private readonly followed = (device: string): boolean => this.byDevice.has(device);
   private reader: Reader | undefined;
   private started: Promise<void> | undefined;
 
@@ -163,7 +180,7 @@ export class TailHub {
     tailSubscribers.dec();
     const g = this.groups.get(sub.filter.key);
     g?.subs.delete(sub);
-    if (g && !g.subs.size) this.groups.delete(sub.filter.key);
+    if (g && !g.subs.size) this.dropGroup(g);
     if (!this.subscribers.size) this.stopReader();
   }
 
@@ -193,11 +210,27 @@ export class TailHub {
     sub.position = sub.after ?? live;
     sub.sink.send(readyMessage(sub.position));
     if (resumes) sub.catchup = { queue: [], overflow: 0, overflowId: '' };
-    let g = this.groups.get(sub.filter.key);
-    if (!g) this.groups.set(sub.filter.key, (g = { filter: sub.filter, subs: new Set() }));
-    g.subs.add(sub);
+    (this.groups.get(sub.filter.key) ?? this.addGroup(sub.filter)).subs.add(sub);
     if (resumes) await this.catchUp(sub);
     sub.live = true;
+  }
+
+  private addGroup(filter: TailFilter): Group {
+    const g: Group = { filter, subs: new Set() };
+    this.groups.set(filter.key, g);
+    if (filter.device === undefined) this.anyDevice.add(g);
+    else this.byDevice.set(filter.device, [...(this.byDevice.get(filter.device) ?? []), g]);
+    return g;
+  }
+
+  private dropGroup(g: Group): void {
+    this.groups.delete(g.filter.key);
+    this.anyDevice.delete(g);
+    const d = g.filter.device;
+    if (d === undefined) return;
+    const left = this.byDevice.get(d)!.filter((x) => x !== g);
+    if (left.length) this.byDevice.set(d, left);
+    else this.byDevice.delete(d);
   }
 
   /** Reads the entries between the tail's `after` and the live messages queued for it, then takes the queue. */
@@ -212,7 +245,8 @@ export class TailHub {
       for (const raw of page) {
         if (sub.closed) return;
         const e = parseEntry(raw, 1);
-        const logs = isFrame(e) && sub.filter.wants(talliesOf(e)) ? frameLogs(e.rows).filter((l) => sub.filter.matches(l)) : [];
+        const device = sub.filter.device;
+        const logs = isFrame(e) && sub.filter.wants(talliesOf(e)) ? frameLogs(e.rows, device === undefined ? undefined : (d) => d === device).filter((l) => sub.filter.matches(l)) : [];
         if (logs.length) {
           while (!sub.closed && sub.sink.buffered() > this.maxBuffer) await new Promise<void>((resolve) => { sub.wake = resolve; });
           this.send(sub, raw[0], logsMessage(raw[0], logs), logs.length);
@@ -346,16 +380,32 @@ export class TailHub {
       reader.position = id;
       const e = parseEntry(raw, 1);
       if (!isFrame(e)) continue;
-      const tallies = talliesOf(e);
-      let logs: ReturnType<typeof frameLogs> | undefined;
-      for (const g of this.groups.values()) {
-        if (!g.filter.wants(tallies)) continue;
-        logs ??= frameLogs(e.rows);
-        const matched = logs.filter((l) => g.filter.matches(l));
-        if (!matched.length) continue;
-        const text = logsMessage(id, matched);
-        for (const sub of g.subs) this.offer(sub, id, text, matched.length);
+      // The tails that follow every device, of those the frame can concern.
+      let all = [...this.anyDevice];
+      if (e.summary !== undefined && e.summary.length * SUMMARY_RATIO < e.rows.length) {
+        const tallies = talliesOf(e);
+        all = all.filter((g) => g.filter.wants(tallies));
+        if (!all.length && !tallies.some((t) => this.byDevice.get(t[0])?.some((g) => g.filter.takesLevel(t[1])))) continue;
       }
+      // Only the rows of followed devices are decoded, unless a tail follows every device.
+      const logs = frameLogs(e.rows, all.length ? undefined : this.followed);
+      const byDevice = new Map<string, FrameLog[]>();
+      for (const l of logs) {
+        const list = byDevice.get(l.device_id);
+        if (list) list.push(l);
+        else byDevice.set(l.device_id, [l]);
+      }
+      for (const [device, list] of byDevice) for (const g of this.byDevice.get(device) ?? []) this.publish(g, id, list);
+      for (const g of all) this.publish(g, id, logs);
     }
   }
+
+  /** The logs a group takes of these, serialized once for all its tails. */
+  private publish(g: Group, id: string, logs: FrameLog[]): void {
+    const matched = logs.filter((l) => g.filter.matches(l));
+    if (!matched.length) return;
+    const text = logsMessage(id, matched);
+    for (const sub of g.subs) this.offer(sub, id, text, matched.length);
+  }
+
 }
