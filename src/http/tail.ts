@@ -149,6 +149,9 @@ export function tailSockets(ctx: Context, begin: Begin): TailSockets {
         end: (code, reason) => {
           if (!data.closed) ws.end(code, reason);
         },
+        cork: (fn) => {
+          if (!data.closed) ws.cork(fn);
+        },
       }, data.filter, data.after);
     },
     // RFC 6455 section 7.4.1: 1009 too big to process, 1003 data it cannot accept (binary), 1008 policy (no client messages).

@@ -59,6 +59,8 @@ export interface TailSink {
   /** bytes queued and not yet written to the socket */
   buffered(): number;
   end(code: number, reason: string): void;
+  /** runs `fn`, whose sends go out in one write */
+  cork(fn: () => void): void;
 }
 
 interface Group {
@@ -79,6 +81,9 @@ export class Subscriber {
   skipped = 0;
   /** while it reads the entries after `after`: the live messages for it, and what did not fit */
   catchup: { queue: Queued[]; overflow: number; overflowId: string } | undefined;
+  /** messages of the frames being fanned out, sent together once they all are */
+  outbox: Queued[] = [];
+  outboxBytes = 0;
   closed = false;
   live = false;
   wake: (() => void) | undefined;
@@ -149,6 +154,9 @@ export class TailHub {
   private readonly followed = (device: string): boolean => this.byDevice.has(device);
   private reader: Reader | undefined;
   private started: Promise<void> | undefined;
+  /** tails with messages in their outbox, while a read's frames are fanned out */
+  private readonly corked = new Set<Subscriber>();
+  private batching = false;
 
   constructor(private readonly cfg: Config, private readonly redis: Redis, private readonly log: Logger) {
     this.capacity = Math.ceil(cfg.tail.max_subscribers / cfg.server.workers);
@@ -280,12 +288,46 @@ export class TailHub {
     if (compareIds(id, sub.position) <= 0) return;
     this.flushSkipped(sub);
     sub.position = id;
-    if (sub.skipped || sub.sink.buffered() > this.maxBuffer) {
+    if (sub.skipped || this.held(sub) > this.maxBuffer) {
       sub.skipped += count;
       tailLogsSkipped.inc({ reason: 'slow' }, count);
       return;
     }
-    this.send(sub, id, text, count);
+    this.post(sub, id, text, count);
+  }
+
+  /** Bytes a tail holds: unsent on its socket, and in its outbox. */
+  private held(sub: Subscriber): number {
+    return sub.sink.buffered() + sub.outboxBytes;
+  }
+
+  /** Sends, or while a read's frames are fanned out, puts in the tail's outbox (count 0: a skipped message). */
+  private post(sub: Subscriber, id: string, text: string, count: number): void {
+    if (!this.batching) {
+      if (count) this.send(sub, id, text, count);
+      else sub.sink.send(text);
+      return;
+    }
+    sub.outbox.push({ id, text, count });
+    sub.outboxBytes += text.length;
+    this.corked.add(sub);
+  }
+
+  /** Sends each tail's outbox in one write: a syscall per tail and read, not per message. */
+  private flushOutboxes(): void {
+    for (const sub of this.corked) {
+      const out = sub.outbox;
+      sub.outbox = [];
+      sub.outboxBytes = 0;
+      if (sub.closed) continue;
+      sub.sink.cork(() => {
+        for (const q of out) {
+          if (q.count) this.send(sub, q.id, q.text, q.count);
+          else sub.sink.send(q.text);
+        }
+      });
+    }
+    this.corked.clear();
   }
 
   private send(sub: Subscriber, id: string, text: string, count: number): void {
@@ -300,8 +342,12 @@ export class TailHub {
 
   /** Says how many logs were skipped, once the socket holds less than the limit. */
   private flushSkipped(sub: Subscriber): void {
-    if (!sub.skipped || sub.closed || sub.sink.buffered() > this.maxBuffer) return;
-    if (sub.sink.send(skippedMessage('slow', sub.skipped, sub.position))) sub.skipped = 0;
+    if (!sub.skipped || sub.closed || this.held(sub) > this.maxBuffer) return;
+    const text = skippedMessage('slow', sub.skipped, sub.position);
+    if (this.batching) {
+      this.post(sub, '', text, 0);
+      sub.skipped = 0;
+    } else if (sub.sink.send(text)) sub.skipped = 0;
   }
 
   /** The reader, started by the first tail: its position is the stream's last entry. */
@@ -375,6 +421,16 @@ export class TailHub {
   }
 
   private fanOut(reader: Reader, entries: Raw[]): void {
+    this.batching = true;
+    try {
+      this.fanOutFrames(reader, entries);
+    } finally {
+      this.batching = false;
+      this.flushOutboxes();
+    }
+  }
+
+  private fanOutFrames(reader: Reader, entries: Raw[]): void {
     for (const raw of entries) {
       const id = raw[0];
       reader.position = id;
