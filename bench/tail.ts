@@ -44,6 +44,9 @@ const BODIES = DEVICES / PER;
 const STEP = DEVICES / SUBSCRIBERS;
 /** Budget of the quiet gate (waits while other processes use > QUIET_CORES cores) over the whole bench, in ms. */
 const QUIET_BUDGET_MS = 60_000;
+/** How a logs message starts, and how each log in it starts (src/tail/messages.ts). */
+const LOGS_PREFIX = '{"type":"logs"';
+const LOG_MARK = '{"device_id":';
 const FILLER = 'GET /api/v1/items?page=3 answered 200 in 12 ms for user alice';
 
 type SenderMessage = { start: { port: number } } | { stop: true };
@@ -104,6 +107,8 @@ interface Phase {
   httpUs: number;
   /** cores other processes of the machine used over the phase (noise) */
   others: number;
+  /** cores used by each role (logd's processes, redis-server, postgres, the sender, this process with the tails) */
+  roles: Map<string, number>;
   delivered: number;
   /** (b) logs the tails received and were told they skipped, and what their devices got */
   received?: number;
@@ -160,11 +165,15 @@ async function main(): Promise<void> {
         await Promise.all(Array.from({ length: SUBSCRIBERS }, (_, i) => new Promise<void>((resolve, reject) => {
           const ws = new WebSocket(`ws://127.0.0.1:${logd.port}/api/tail?device_id=${device(i * STEP)}`);
           tails.push(ws);
+          // Counted without parsing: the tails share this process's core with the load, and the bench measures logd.
           ws.on('message', (data) => {
-            const m = JSON.parse(data.toString()) as { type: string; logs?: unknown[]; count?: number };
-            if (m.type === 'ready') resolve();
-            else if (m.type === 'logs') received += m.logs!.length;
-            else if (m.type === 'skipped') skipped += m.count ?? 0;
+            const text = data.toString();
+            if (text.startsWith(LOGS_PREFIX)) received += text.split(LOG_MARK).length - 1;
+            else {
+              const m = JSON.parse(text) as { type: string; count?: number };
+              if (m.type === 'ready') resolve();
+              else if (m.type === 'skipped') skipped += m.count ?? 0;
+            }
           });
           ws.on('error', reject);
         })));
@@ -181,7 +190,8 @@ async function main(): Promise<void> {
       const seconds = (a1.t - a0.t) / 1000;
       const httpS = w.roles.get('logd: http')?.cpuS ?? NaN;
       if (!(httpS > 0)) throw new Error(`no CPU of logd's HTTP workers sampled: roles ${[...w.roles.keys()].join(', ')}`);
-      const p: Phase = { kind, round, rate: accepted / seconds, httpCores: httpS / w.seconds, httpUs: (httpS * 1e6) / accepted, others: w.othersCores, delivered: result.logs };
+      const p: Phase = { kind, round, rate: accepted / seconds, httpCores: httpS / w.seconds, httpUs: (httpS * 1e6) / accepted, others: w.othersCores, delivered: result.logs,
+        roles: new Map([...w.roles].map(([role, r]) => [role, r.cpuS / w.seconds])) };
       if (kind === 'b') {
         // every body holds SUBSCRIBERS / BODIES followed devices, one log each
         const expected = (result.logs / PER) * (SUBSCRIBERS / BODIES);
@@ -194,7 +204,8 @@ async function main(): Promise<void> {
         while ((readerLeft = await readers()) > 0 && Date.now() - t2 < 10_000) await sleep(50);
       }
       phases.push(p);
-      log(`${kind} #${round}: ${int(p.rate)} logs/s; HTTP workers ${p.httpCores.toFixed(2)} cores, ${p.httpUs.toFixed(1)} µs/log; delivered ${int(result.logs)}; others ${p.others.toFixed(2)} cores (${quiet.others.toFixed(2)} before, waited ${quiet.waitedMs} ms)`
+      log(`${kind} #${round}: ${int(p.rate)} logs/s; HTTP workers ${p.httpCores.toFixed(2)} cores, ${p.httpUs.toFixed(1)} µs/log; delivered ${int(result.logs)}; `
+        + `cores ${[...p.roles].map(([role, c]) => `${role} ${c.toFixed(2)}`).join(', ')}; others ${p.others.toFixed(2)} cores (${quiet.others.toFixed(2)} before, waited ${quiet.waitedMs} ms)`
         + `${Object.keys(result.errors).length ? `, errors ${JSON.stringify(result.errors)}` : ''}`
         + `${kind === 'b' ? `; tails received ${int(p.received!)} + skipped ${int(p.skipped!)} of ${int(p.expected!)}; reader connections after they left: ${readerLeft}` : ''}`);
     }
@@ -227,6 +238,11 @@ function report(phases: Phase[], h: { startedAt: Date; head: string; where: stri
     '|---|---|---|---|---|',
     `| (a) no subscriber | ${of('a').map((p) => int(p.rate)).join(', ')} | ${int(med('a', (p) => p.rate))} | ${med('a', (p) => p.httpCores).toFixed(2)} | ${med('a', (p) => p.httpUs).toFixed(1)} |`,
     `| (b) ${SUBSCRIBERS} tails | ${b.map((p) => int(p.rate)).join(', ')} | ${int(med('b', (p) => p.rate))} | ${med('b', (p) => p.httpCores).toFixed(2)} | ${med('b', (p) => p.httpUs).toFixed(1)} |`,
+    '',
+    '',
+    '| phase | cores by process (median) |',
+    '|---|---|',
+    ...(['a', 'b'] as const).map((k) => `| (${k}) | ${[...of(k)[0].roles.keys()].map((role) => `${role} ${med(k, (p) => p.roles.get(role) ?? 0).toFixed(2)}`).join(', ')} |`),
     '',
     `Other processes on the machine used ${phases.map((p) => p.others.toFixed(2)).join(', ')} cores during the phases (a1, b1, a2, ...).`,
     `Ratio (b)/(a) per round: ${ratios.map((r) => r.toFixed(3)).join(', ')}; median **${median(ratios).toFixed(3)}** (target ≥ 0.90).`,
