@@ -148,7 +148,7 @@ export class TailHub {
   private readonly subscribers = new Set<Subscriber>();
   /** live tails by filter: one serialized message per filter and frame */
   private readonly groups = new Map<string, Group>();
-  /** the groups that follow one device, by device, and the others: a frame's tallies find the groups it concerns */
+  /** the groups that follow one device, by device, and the others: a frame's devices find the groups it concerns */
   private readonly byDevice = new Map<string, Group[]>();
   private readonly anyDevice = new Set<Group>();
   private readonly followed = (device: string): boolean => this.byDevice.has(device);
