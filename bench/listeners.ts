@@ -19,16 +19,15 @@
  *
  *   npm run bench:listeners   # BENCH_ROUNDS=3 BENCH_SECONDS=8 BENCH_WARMUP_S=2 BENCH_STOP_REPS=3 BENCH_OUT=BENCHMARKS.md (- = print only)
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { freePort } from '../test/helpers/services';
 import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { median } from './lib/run';
 import {
-  acceptedTotal, backlogWaits, commit, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+  acceptedTotal, backlogWaits, benchServices, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
 } from './lib/harness';
 import type { Load, Result } from './lib/senders';
-import { benchPostgres, benchRedis, installReaper, redisClient, sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
+import { sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
 
 const ROOT = path.resolve(__dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -102,16 +101,8 @@ const log = (s: string): void => { process.stderr.write(`[bench:listeners ${((Da
 const T0 = Date.now();
 
 async function main(): Promise<void> {
-  installReaper();
   const startedAt = new Date();
-  const head = commit(ROOT);
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'bin', 'logd.js'))) throw new Error('dist/bin/logd.js is missing: npm run build');
-  log('starting redis-server, postgres');
-  const redisServer = await benchRedis(ROOT);
-  const redis = redisClient(redisServer);
-  // the loads outrun the persister: the backlog they leave must fit (conf/redis.conf has 512mb)
-  await redis.config('SET', 'maxmemory', '4gb');
-  const pgs = await benchPostgres();
+  const { head, redisServer, redis, pgs } = await benchServices(ROOT, log);
   const syslogPort = await freePort();
   const env = {
     LOGD_SYSLOG_TCP_PORT: String(syslogPort),

@@ -26,8 +26,8 @@ import * as path from 'node:path';
 import WebSocket from 'ws';
 import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { median } from './lib/run';
-import { acceptedTotal, backlogWaits, commit, int, QUIET_PER_LOAD_MS, versions, writeSection } from './lib/harness';
-import { benchPostgres, benchRedis, installReaper, redisClient, sleep, startLogd, stopAll, storage } from './lib/stack';
+import { acceptedTotal, backlogWaits, benchServices, int, QUIET_PER_LOAD_MS, versions, writeSection } from './lib/harness';
+import { sleep, startLogd, stopAll, storage } from './lib/stack';
 
 const ROOT = path.resolve(__dirname, '..');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -120,15 +120,8 @@ const log = (s: string): void => { process.stderr.write(`[bench:tail ${((Date.no
 const T0 = Date.now();
 
 async function main(): Promise<void> {
-  installReaper();
   const startedAt = new Date();
-  const head = commit(ROOT);
-  if (!fs.existsSync(path.join(ROOT, 'dist', 'bin', 'logd.js'))) throw new Error('dist/bin/logd.js is missing: npm run build');
-  log('starting redis-server, postgres');
-  const redisServer = await benchRedis(ROOT);
-  const redis = redisClient(redisServer);
-  await redis.config('SET', 'maxmemory', '4gb');
-  const pgs = await benchPostgres();
+  const { head, redisServer, redis, pgs } = await benchServices(ROOT, log);
   const logd = await startLogd(ROOT, redisServer, pgs, { env: { LOGD_QUEUE_MAX_BACKLOG: '50000000', LOGD_TAIL_MAX_SUBSCRIBERS: String(SUBSCRIBERS * 2) } });
   const where = await storage(redis, pgs.pool);
   log(`logd on ${logd.url}, ${logd.config.workers} HTTP workers; postgres on ${where.postgres.fs}, redis AOF on ${where.redis.fs}`);

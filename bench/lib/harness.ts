@@ -14,7 +14,8 @@ import type pg from 'pg';
 import { QUIET_CORES, type RoleStats } from './proc';
 import type { Load, Result } from './senders';
 import { median } from './run';
-import { sleep, type Logd, type storage } from './stack';
+import type { RedisServer } from '../../test/helpers/services';
+import { benchPostgres, benchRedis, installReaper, redisClient, sleep, type Logd, type Pg, type storage } from './stack';
 
 /** What a load measured (each bench adds its path and its own checks). */
 export interface LoadMeasure {
@@ -46,6 +47,24 @@ export const stackUs = (perRole: Map<string, number>): number => STACK.reduce((s
 /** Each role's CPU in µs per log. */
 export const perLog = (roles: Map<string, RoleStats>, logs: number): Map<string, number> =>
   new Map([...roles].map(([role, r]) => [role, (r.cpuS * 1e6) / Math.max(logs, 1)]));
+
+/**
+ * What a bench of a running logd starts from: everything it starts is
+ * stopped when it ends or is interrupted; the commit measured; a built
+ * logd; Redis with conf/redis.conf's settings but 4 GB of memory (the loads
+ * outrun the persister: the backlog they leave must fit, conf/redis.conf
+ * has 512mb) and PostgreSQL.
+ */
+export async function benchServices(root: string, log: (s: string) => void): Promise<{ head: string; redisServer: RedisServer; redis: Redis; pgs: Pg }> {
+  installReaper();
+  const head = commit(root);
+  if (!fs.existsSync(path.join(root, 'dist', 'bin', 'logd.js'))) throw new Error('dist/bin/logd.js is missing: npm run build');
+  log('starting redis-server, postgres');
+  const redisServer = await benchRedis(root);
+  const redis = redisClient(redisServer);
+  await redis.config('SET', 'maxmemory', '4gb');
+  return { head, redisServer, redis, pgs: await benchPostgres() };
+}
 
 /** The commit the bench ran, and the files of logd changed since it. */
 export function commit(root: string): string {
