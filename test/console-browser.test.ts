@@ -466,6 +466,30 @@ t.test('the console', async (t) => {
     await refused.close();
   });
 
+  await t.test('no answer in 15 s: the search says so', async (t) => {
+    const [worker] = logd.children('http');
+    let stopped = false;
+    t.teardown(() => { if (stopped) process.kill(worker, 'SIGCONT'); });
+    const context = await signedIn();
+    const page = await context.newPage();
+    // The page's clock is Playwright's, so the 15 s pass at once; logd's silence is real: its one worker is stopped.
+    await page.clock.install();
+    await page.goto(`${logd.url}/?device_id=db-8`);
+    await page.locator('.rows .row').first().waitFor();
+    process.kill(worker, 'SIGSTOP');
+    stopped = true;
+    await page.click('button[type=submit]');
+    const banner = page.locator('.banner', { hasText: 'No answer within 15 s' });
+    await waitFor('the search to be on its way', async () => {
+      await page.clock.fastForward(1000);
+      return banner.isVisible();
+    }, 30_000, 100);
+    t.match(await banner.textContent(), /No answer within 15 s: logd or the network is slow/);
+    process.kill(worker, 'SIGCONT');
+    stopped = false;
+    await context.close();
+  });
+
   // Last: it stops PostgreSQL.
   await t.test('503: the banner says logd is busy or its database is unavailable, with Retry-After', async (t) => {
     await pg.stop();
