@@ -6,6 +6,7 @@ import uWS from 'uWebSockets.js';
 import { LogdError } from '../errors';
 import { httpDuration, httpRequests } from '../metrics';
 import { BodyBudget } from './body';
+import { readHeaders, refusal } from './headers';
 import { exchange, fail, requestId, sendError, type Exchange } from './respond';
 import { ROUTES, type Context, type Route } from './routes';
 import { TAIL_PATH, tailSockets } from './tail';
@@ -22,32 +23,6 @@ const ACCEPTS_HTML = /(^|,)\s*text\/html\s*(;|,|$)/i;
 
 /** A 404 names the path it did not find, cut to this many characters (the answer never echoes a huge path). */
 const MAX_ECHOED_PATH = 200;
-
-/** What the handlers need of the request headers, read in one pass. */
-interface Headers {
-  /** bytes of all header lines, as `name: value\r\n` */
-  bytes: number;
-  authorizations: number;
-  authorization: string;
-  requestId: string;
-  accept: string;
-}
-
-function readHeaders(req: uWS.HttpRequest): Headers {
-  const h: Headers = { bytes: 0, authorizations: 0, authorization: '', requestId: '', accept: '' };
-  req.forEach((name, value) => {
-    h.bytes += name.length + value.length + 4;
-    if (name === 'authorization') {
-      h.authorizations++;
-      h.authorization = value;
-    } else if (name === 'x-request-id') {
-      h.requestId = value;
-    } else if (name === 'accept') {
-      h.accept = value;
-    }
-  });
-  return h;
-}
 
 export function startServer(ctx: Context): Promise<Server> {
   let inflight = 0;
@@ -76,15 +51,8 @@ export function startServer(ctx: Context): Promise<Server> {
     const r = routed.html && ACCEPTS_HTML.test(h.accept) ? routed.html : routed;
     const x = begin(res, h.requestId, head, r.path);
     const reply = r.reply ?? sendError;
-    if (h.bytes > ctx.cfg.server.max_header_bytes) {
-      return reply(x, new LogdError('LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`));
-    }
-    if (h.authorizations > 1) return reply(x, new LogdError('LOGD_BAD_REQUEST', 'the request has more than one Authorization header'));
-    try {
-      ctx.auth.check(r.scope, h.authorization);
-    } catch (err) {
-      return reply(x, err as LogdError);
-    }
+    const refused = refusal(ctx, r.scope, h);
+    if (refused) return reply(x, refused);
     try {
       r.handle(x, req, ctx);
     } catch (err) {

@@ -16,6 +16,7 @@ import { log } from '../log';
 import { TailFilter } from '../tail/filter';
 import { TailHub, type Subscriber } from '../tail/hub';
 import { errorMessage } from '../tail/messages';
+import { readHeaders, refusal, type Headers } from './headers';
 import { parseSearchText, queryParser } from './query';
 import { searchQuerySchema } from './query-schemas';
 import { sendError, type Exchange } from './respond';
@@ -66,47 +67,32 @@ export interface TailSockets {
   closeAll(): void;
 }
 
-interface UpgradeHeaders {
-  bytes: number;
-  authorizations: number;
-  authorization: string;
-  requestId: string;
+/** The handshake's headers, besides those every request is read for. */
+interface Handshake {
   key: string;
   protocols: string[];
   extensions: string;
 }
 
-function readUpgradeHeaders(req: uWS.HttpRequest): UpgradeHeaders {
-  const h: UpgradeHeaders = { bytes: 0, authorizations: 0, authorization: '', requestId: '', key: '', protocols: [], extensions: '' };
-  req.forEach((name, value) => {
-    h.bytes += name.length + value.length + 4;
-    if (name === 'authorization') {
-      h.authorizations++;
-      h.authorization = value;
-    } else if (name === 'x-request-id') h.requestId = value;
-    else if (name === 'sec-websocket-key') h.key = value;
-    else if (name === 'sec-websocket-protocol') h.protocols.push(...value.split(',').map((p) => p.trim()));
-    else if (name === 'sec-websocket-extensions') h.extensions = value;
+function readHandshake(req: uWS.HttpRequest): { h: Headers; ws: Handshake } {
+  const ws: Handshake = { key: '', protocols: [], extensions: '' };
+  const h = readHeaders(req, (name, value) => {
+    if (name === 'sec-websocket-key') ws.key = value;
+    else if (name === 'sec-websocket-protocol') ws.protocols.push(...value.split(',').map((p) => p.trim()));
+    else if (name === 'sec-websocket-extensions') ws.extensions = value;
   });
-  return h;
+  return { h, ws };
 }
 
 export function tailSockets(ctx: Context, begin: Begin): TailSockets {
   const hub = new TailHub(ctx.cfg, ctx.queue.redis, log());
 
   const upgrade = (res: uWS.HttpResponse, req: uWS.HttpRequest, context: uWS.us_socket_context_t): void => {
-    const h = readUpgradeHeaders(req);
+    const { h, ws } = readHandshake(req);
     const x = begin(res, h.requestId, false, TAIL_PATH);
-    if (h.bytes > ctx.cfg.server.max_header_bytes) {
-      return sendError(x, new LogdError('LOGD_HEADERS_TOO_LARGE', `request headers of ${h.bytes} bytes exceed server.max_header_bytes (${ctx.cfg.server.max_header_bytes})`));
-    }
-    if (h.authorizations > 1) return sendError(x, new LogdError('LOGD_BAD_REQUEST', 'the request has more than one Authorization header'));
-    const token = h.protocols.find((p) => p.startsWith(TOKEN_PROTOCOL))?.slice(TOKEN_PROTOCOL.length);
-    try {
-      ctx.auth.check('read', h.authorization || (token ? `Bearer ${token}` : ''));
-    } catch (err) {
-      return sendError(x, err as LogdError);
-    }
+    const token = ws.protocols.find((p) => p.startsWith(TOKEN_PROTOCOL))?.slice(TOKEN_PROTOCOL.length);
+    const refused = refusal(ctx, 'read', h, h.authorization || (token ? `Bearer ${token}` : ''));
+    if (refused) return sendError(x, refused);
     const query = parseTailQuery(req.getQuery());
     if (!query.ok) return sendError(x, new LogdError('LOGD_VALIDATION_FAILED', query.issues));
     const q = query.value;
@@ -125,7 +111,7 @@ export function tailSockets(ctx: Context, begin: Begin): TailSockets {
     // The exchange ends here: uWS owns the connection from now on.
     x.ended = true;
     x.onEnd(101);
-    res.cork(() => res.upgrade(data, h.key, h.protocols.includes(TAIL_PROTOCOL) ? TAIL_PROTOCOL : '', h.extensions, context));
+    res.cork(() => res.upgrade(data, ws.key, ws.protocols.includes(TAIL_PROTOCOL) ? TAIL_PROTOCOL : '', ws.extensions, context));
   };
 
   const refuse = (ws: uWS.WebSocket<TailSocket>, code: number, detail: string): void => {
