@@ -24,7 +24,7 @@ import { freePort } from '../test/helpers/services';
 import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { median } from './lib/run';
 import {
-  acceptedTotal, backlogWaits, benchServices, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+  backlogWaits, benchServices, headerLines, int, measuredWindow, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
 } from './lib/harness';
 import type { Load, Result } from './lib/senders';
 import { sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
@@ -131,19 +131,12 @@ async function main(): Promise<void> {
       const run = `${key[0]}${round}`;
       const whole = new Sampler(roots, 500).start();
       const done = sender.start(PATHS[key].load(logd.port, syslogPort, run));
-      await sleep(WARMUP_S * 1000);
-      const a0 = await acceptedTotal(logd);
-      const window = new Sampler(roots, 500).start();
-      await sleep(SECONDS * 1000);
-      const a1 = await acceptedTotal(logd);
-      const w = window.stop();
+      const { accepted, seconds, cpu: w } = await measuredWindow(logd, roots, WARMUP_S, SECONDS);
       sender.stop();
       const result = await done;
       const drainS = await drained();
       const all = whole.stop();
       const [{ rows, distinct }] = (await pgs.pool.query<{ rows: number; distinct: number }>('SELECT count(*)::int AS rows, count(DISTINCT message)::int AS distinct FROM logs')).rows;
-      const accepted = a1.n - a0.n;
-      const seconds = (a1.t - a0.t) / 1000;
       const l: LoadRun = {
         path: key, round, accepted, seconds, result, rows, distinct, drainS,
         windowUs: perLog(w.roles, accepted),

@@ -27,7 +27,7 @@ import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
 import { buildBodies, FORMATS, taken, type Format } from './lib/protocols';
 import { median } from './lib/run';
 import {
-  acceptedTotal, backlogWaits, benchServices, headerLines, int, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
+  backlogWaits, benchServices, headerLines, int, measuredWindow, perLog, QUIET_PER_LOAD_MS, Sender, stackUs, us, versions, writeSection, type LoadMeasure, type RunHeader,
 } from './lib/harness';
 import type { Load } from './lib/senders';
 import { sleep, startLogd, stopAll, storage, type Logd } from './lib/stack';
@@ -145,12 +145,7 @@ async function main(): Promise<void> {
       const run = `r${round}p${i}`;
       const whole = new Sampler(roots, 500).start();
       const done = sender.start(load(p, run));
-      await sleep(WARMUP_S * 1000);
-      const a0 = await acceptedTotal(logd);
-      const window = new Sampler(roots, 500).start();
-      await sleep(SECONDS * 1000);
-      const a1 = await acceptedTotal(logd);
-      const w = window.stop();
+      const { accepted, seconds, cpu: w } = await measuredWindow(logd, roots, WARMUP_S, SECONDS);
       sender.stop();
       const result = await done;
       const drainS = await drained();
@@ -163,8 +158,6 @@ async function main(): Promise<void> {
       const stored = new Map(byBody.map((r) => [r.b, r.n]));
       const perBody = result.perBody ?? [];
       const bodiesOff = perBody.filter((n, b) => (stored.get(b) ?? 0) !== n).length + byBody.filter((r) => !(r.b < perBody.length)).length;
-      const accepted = a1.n - a0.n;
-      const seconds = (a1.t - a0.t) / 1000;
       const l: LoadRun = {
         path: p.key, round, accepted, seconds, result, rows, bodiesOff, drainS,
         windowUs: perLog(w.roles, accepted),

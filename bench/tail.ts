@@ -24,9 +24,9 @@ import { fork } from 'node:child_process';
 import http from 'node:http';
 import * as path from 'node:path';
 import WebSocket from 'ws';
-import { QUIET_CORES, QuietGate, Sampler } from './lib/proc';
+import { QUIET_CORES, QuietGate } from './lib/proc';
 import { median } from './lib/run';
-import { acceptedTotal, backlogWaits, benchServices, int, QUIET_PER_LOAD_MS, versions, writeSection } from './lib/harness';
+import { backlogWaits, benchServices, int, measuredWindow, QUIET_PER_LOAD_MS, versions, writeSection } from './lib/harness';
 import { sleep, startLogd, stopAll, storage } from './lib/stack';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -172,15 +172,8 @@ async function main(): Promise<void> {
         })));
       }
       const load = run();
-      await sleep(WARMUP_S * 1000);
-      const a0 = await acceptedTotal(logd);
-      const window = new Sampler(roots, 500).start();
-      await sleep(SECONDS * 1000);
-      const a1 = await acceptedTotal(logd);
-      const w = window.stop();
+      const { accepted, seconds, cpu: w } = await measuredWindow(logd, roots, WARMUP_S, SECONDS);
       const result = await load.stop();
-      const accepted = a1.n - a0.n;
-      const seconds = (a1.t - a0.t) / 1000;
       const httpS = w.roles.get('logd: http')?.cpuS ?? NaN;
       if (!(httpS > 0)) throw new Error(`no CPU of logd's HTTP workers sampled: roles ${[...w.roles.keys()].join(', ')}`);
       const p: Phase = { kind, round, rate: accepted / seconds, httpCores: httpS / w.seconds, httpUs: (httpS * 1e6) / accepted, others: w.othersCores, delivered: result.logs,

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type Redis from 'ioredis';
 import type pg from 'pg';
-import { QUIET_CORES, type RoleStats } from './proc';
+import { QUIET_CORES, Sampler, type RoleStats } from './proc';
 import type { Load, Result } from './senders';
 import { median } from './run';
 import type { RedisServer } from '../../test/helpers/services';
@@ -125,6 +125,20 @@ export async function acceptedTotal(logd: Logd): Promise<{ n: number; t: number 
   const m = /^logd_logs_accepted_total (\S+)$/m.exec(text);
   if (!m) throw new Error('logd_logs_accepted_total is missing from /metrics');
   return { n: Number(m[1]), t: Date.now() };
+}
+
+/**
+ * After `warmupS` of a running load, `seconds` of it measured: the logs logd
+ * accepted in that window, its length in s, and the processes' CPU in it.
+ */
+export async function measuredWindow(logd: Logd, roots: () => number[], warmupS: number, seconds: number): Promise<{ accepted: number; seconds: number; cpu: ReturnType<Sampler['stop']> }> {
+  await sleep(warmupS * 1000);
+  const a0 = await acceptedTotal(logd);
+  const window = new Sampler(roots, 500).start();
+  await sleep(seconds * 1000);
+  const a1 = await acceptedTotal(logd);
+  const cpu = window.stop();
+  return { accepted: a1.n - a0.n, seconds: (a1.t - a0.t) / 1000, cpu };
 }
 
 /** Puts `body` between the markers `begin` and `end` of `file`, or when they are absent adds it after the marker `after` (else at the end). */
