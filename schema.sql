@@ -61,14 +61,24 @@ CREATE TABLE IF NOT EXISTS logd_partition_drops (
 
 -- Stream entries whose logs are committed, written in the same transaction
 -- as their COPY: a redelivered entry found here is acknowledged, not loaded
--- again (exactly once). Rows below the stream's first entry can
--- never be redelivered and are pruned.
+-- again (exactly once). An entry is its queue shard (queue.shards; each
+-- shard is a stream with IDs of its own) and its ID. Rows below their
+-- shard's first entry can never be redelivered and are pruned.
 CREATE TABLE IF NOT EXISTS logd_ingested (
+  shard SMALLINT NOT NULL DEFAULT 0,
   entry_ms BIGINT NOT NULL,
   entry_seq BIGINT NOT NULL,
   persisted_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-  PRIMARY KEY (entry_ms, entry_seq)
+  PRIMARY KEY (shard, entry_ms, entry_seq)
 );
+-- A ledger made before shards: its entries are of shard 0.
+ALTER TABLE logd_ingested ADD COLUMN IF NOT EXISTS shard SMALLINT NOT NULL DEFAULT 0;
+DO $$
+BEGIN
+  IF (SELECT array_length(conkey, 1) FROM pg_constraint WHERE conrelid = 'logd_ingested'::regclass AND contype = 'p') = 2 THEN
+    ALTER TABLE logd_ingested DROP CONSTRAINT logd_ingested_pkey, ADD PRIMARY KEY (shard, entry_ms, entry_seq);
+  END IF;
+END $$;
 
 -- Statistics rollups (GET /api/stats never scans `logs`). The
 -- persister adds each batch's counts in the same transaction as its COPY, for

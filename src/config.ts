@@ -77,6 +77,7 @@ export const OPTIONS = {
     db: int(0, 'Redis database number', 0, 15),
     stream: str('logs:stream', 'stream holding accepted, not yet persisted logs'),
     command_timeout_ms: int(2000, 'a Redis command slower than this fails (ingest answers 503), in ms', 10),
+    cluster: list([], 'seed nodes ("host:port") of a Redis Cluster; when set, host, port and db are not used and the stream is sharded over queue.shards streams (docs/scaling.md)'),
   },
   postgres: {
     host: str('', 'PostgreSQL host or socket directory; empty = start an embedded postgres under data.dir'),
@@ -145,11 +146,15 @@ export const OPTIONS = {
     max_backlog: int(1000000, 'unpersisted logs in the stream above which ingest answers 503 + Retry-After, in logs', 1),
     claim_idle_ms: int(30000, 'a pending entry idle this long (its persister died) is taken over by a live persister, in ms', 100),
     max_deliveries: int(10, 'an entry delivered more often than this without being persisted goes to the dead-letter stream', 1),
+    shards: int(1, 'streams the queue is split into (<stream>:{0}, <stream>:{1}, ...; each with its backlog, dead-letter stream and group on its own cluster slot); a request goes to the shard of its first log\'s device; each shard holds at most max_backlog / shards logs; change it only with an empty backlog', 1, 1024),
+    replica_acks: int(0, 'replicas that must have each appended frame before ingest answers 2xx (Redis WAIT); 0 = the master alone (a failover may lose the last acknowledged logs)', 0, 16),
+    replica_timeout_ms: int(500, 'longest ingest waits for replica_acks replicas; past it the request is answered 503 LOGD_QUEUE_UNAVAILABLE + Retry-After (the frame may still be persisted), in ms', 1, 60_000),
   },
   persister: {
     batch_max_rows: int(20000, 'most logs loaded by one COPY transaction, in logs', 1),
     batch_max_wait_ms: int(50, 'longest a batch waits to fill before it is loaded, in ms', 0),
     retry_max_backoff_ms: int(5000, 'cap of the exponential backoff between retries while PostgreSQL fails, in ms', 10),
+    count: int(1, 'persister processes of this node, each a consumer of every shard with its own COPY connection (more cores for COPY)', 1, 64),
   },
   cache: {
     enabled: bool(true, 'serve device queries and statistics through the Redis cache (cache-aside)'),
@@ -356,5 +361,5 @@ export const openWarning = (c: Config): string[] => (c.auth.mode === 'open'
   ? [`authentication is OFF (auth.mode = "open"): anyone who reaches ${c.server.host}:${c.server.port} can send, read and scrape logs`]
   : []);
 
-export const embeddedRedis = (c: Config): boolean => c.redis.host === '';
+export const embeddedRedis = (c: Config): boolean => c.redis.host === '' && c.redis.cluster.length === 0;
 export const embeddedPostgres = (c: Config): boolean => c.postgres.host === '';

@@ -7,14 +7,18 @@
  * is compared in constant time.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type Redis from 'ioredis';
+import type { RedisClient } from '../connections';
 
 export const SCOPES = ['ingest', 'read', 'admin'] as const;
 export type TokenScope = (typeof SCOPES)[number];
 
 export const TOKENS_KEY = 'logd:tokens';
-/** Bumped on every change, so workers reload only when something changed. */
-export const TOKENS_VERSION_KEY = 'logd:tokens:version';
+/**
+ * Bumped on every change, so workers reload only when something changed. Its
+ * hash tag is the tokens key's whole name: on a Redis Cluster both are on one
+ * slot, so a change and its bump are one MULTI.
+ */
+export const TOKENS_VERSION_KEY = '{logd:tokens}:version';
 /** Every change is announced here too, so workers reload at once. */
 export const TOKENS_CHANNEL = 'logd:tokens:changed';
 
@@ -42,7 +46,7 @@ export function matches(record: TokenRecord, token: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-export async function createToken(redis: Redis, name: string, scopes: TokenScope[]): Promise<{ token: string; record: TokenRecord }> {
+export async function createToken(redis: RedisClient, name: string, scopes: TokenScope[]): Promise<{ token: string; record: TokenRecord }> {
   const id = randomBytes(6).toString('hex');
   const token = `logd_${id}_${randomBytes(32).toString('base64url')}`;
   const record: TokenRecord = { id, name, scopes, hash: hashToken(token), created_at: new Date().toISOString() };
@@ -50,17 +54,17 @@ export async function createToken(redis: Redis, name: string, scopes: TokenScope
   return { token, record };
 }
 
-export async function listTokens(redis: Redis): Promise<TokenRecord[]> {
+export async function listTokens(redis: RedisClient): Promise<TokenRecord[]> {
   const all = await redis.hgetall(TOKENS_KEY);
   return Object.values(all).map((j) => JSON.parse(j) as TokenRecord).sort((a, b) => a.created_at.localeCompare(b.created_at));
 }
 
-export async function activeTokens(redis: Redis): Promise<number> {
+export async function activeTokens(redis: RedisClient): Promise<number> {
   return (await listTokens(redis)).filter((r) => !r.revoked_at).length;
 }
 
 /** Marks a token revoked (kept for the record); false when there is no such id. */
-export async function revokeToken(redis: Redis, id: string): Promise<boolean> {
+export async function revokeToken(redis: RedisClient, id: string): Promise<boolean> {
   const json = await redis.hget(TOKENS_KEY, id);
   if (!json) return false;
   const record = JSON.parse(json) as TokenRecord;

@@ -15,9 +15,8 @@
  *            v
  *          PostgreSQL --> answer; then SET value "<tag>\n<answer>" EX ttl, DEL lock (not awaited)
  */
-import Redis from 'ioredis';
 import type { Config } from '../config';
-import { redisOptions } from '../connections';
+import { redisClient, type RedisClient } from '../connections';
 import type { Logger } from '../log';
 import { cacheLookups } from '../metrics';
 import { cacheKeys } from './versions';
@@ -60,7 +59,7 @@ function unwrap(value: string | null, tag: string): string | undefined {
 }
 
 export class Cache {
-  private readonly redis: Redis | undefined;
+  private readonly redis: RedisClient | undefined;
   /** rebuilds in flight in this process, by key and tag */
   private readonly flights = new Map<string, Promise<Answer>>();
   private writable = true;
@@ -71,7 +70,7 @@ export class Cache {
     if (!cfg.cache.enabled) return;
     // Its own connection: cache commands must not queue behind XADDs, and
     // they give up sooner than ingest does.
-    this.redis = new Redis({ ...redisOptions(cfg), commandTimeout: cfg.cache.timeout_ms, connectionName: 'logd:cache', lazyConnect: true });
+    this.redis = redisClient(cfg, 'logd:cache', { commandTimeout: cfg.cache.timeout_ms });
     this.redis.on('error', (err) => this.failed(err));
   }
 
@@ -113,7 +112,7 @@ export class Cache {
     return answer;
   }
 
-  private async rebuild(name: CacheName, redis: Redis, key: string, versionKey: string, tag: string, ttlS: number, build: () => Promise<string>): Promise<Answer> {
+  private async rebuild(name: CacheName, redis: RedisClient, key: string, versionKey: string, tag: string, ttlS: number, build: () => Promise<string>): Promise<Answer> {
     const lock = cacheKeys.lock(key);
     let mine: boolean;
     try {
@@ -141,7 +140,7 @@ export class Cache {
   }
 
   /** Polls for the value another process is rebuilding; undefined when it is late or the version moved on. */
-  private async awaitRebuild(redis: Redis, key: string, versionKey: string, tag: string): Promise<string | undefined> {
+  private async awaitRebuild(redis: RedisClient, key: string, versionKey: string, tag: string): Promise<string | undefined> {
     const deadline = Date.now() + WAIT_MS;
     while (Date.now() < deadline) {
       await new Promise((r) => setTimeout(r, POLL_MS));
@@ -163,7 +162,7 @@ export class Cache {
    * batch was committed meanwhile, its bump changed the version and this
    * value is stale from the start, as it must be. Not awaited.
    */
-  private store(redis: Redis, key: string, lock: string, tag: string, ttlS: number, payload: string): void {
+  private store(redis: RedisClient, key: string, lock: string, tag: string, ttlS: number, payload: string): void {
     this.checkMemory(redis);
     const tx = redis.pipeline();
     if (this.writable && payload.length <= MAX_VALUE_CHARS) tx.set(key, `${tag}\n${payload}`, 'EX', ttlS);
@@ -179,7 +178,7 @@ export class Cache {
    * and a full Redis refuses ingest. Cache writes stop while Redis uses more
    * than cache.max_memory_pct of maxmemory (TTLs free it again).
    */
-  private checkMemory(redis: Redis): void {
+  private checkMemory(redis: RedisClient): void {
     if (Date.now() - this.memoryCheckedAt < MEMORY_CHECK_MS) return;
     this.memoryCheckedAt = Date.now();
     redis.info('memory').then((info) => {

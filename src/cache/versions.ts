@@ -6,9 +6,9 @@
  * before the commit no longer matches and misses. A new log is visible in
  * the first read after its batch is committed.
  *
- *   persister:  COPY + rollups; COMMIT --bump.lua--> cache:ver:logs:<device> = token
- *                                                     cache:ver:stats          = token
- *   HTTP worker: MGET cache:ver:logs:<device> cache:logs:<device>:<limit>
+ *   persister:  COPY + rollups; COMMIT --bump.lua--> cache:ver:logs:{d:<device>} = token
+ *                                                     cache:ver:{stats}            = token
+ *   HTTP worker: MGET cache:ver:logs:{d:<device>} cache:logs:{d:<device>}:<limit>
  *                -> "<tag>\n<answer>": served only while <tag> is the current version
  *
  * Tokens are never reused (a random per-process nonce and a counter): with
@@ -17,8 +17,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import type { default as Redis, Result } from 'ioredis';
+import { Cluster, type Result } from 'ioredis';
 import type { Config } from '../config';
+import type { RedisClient } from '../connections';
 import { rootPath } from '../paths';
 
 declare module 'ioredis' {
@@ -27,11 +28,16 @@ declare module 'ioredis' {
   }
 }
 
+/**
+ * A value and its version are read together (MGET), so on a Redis Cluster
+ * they must share a slot: both carry the same hash tag, `{d:<device>}` or
+ * `{stats}` (the "d:" keeps the tag non-empty whatever the device ID holds).
+ */
 export const cacheKeys = {
-  deviceLogs: (device: string, limit: number): string => `cache:logs:${device}:${limit}`,
-  deviceVersion: (device: string): string => `cache:ver:logs:${device}`,
-  stats: (since: string | undefined): string => (since === undefined ? 'cache:stats' : `cache:stats:since:${since}`),
-  statsVersion: 'cache:ver:stats',
+  deviceLogs: (device: string, limit: number): string => `cache:logs:{d:${device}}:${limit}`,
+  deviceVersion: (device: string): string => `cache:ver:logs:{d:${device}}`,
+  stats: (since: string | undefined): string => (since === undefined ? 'cache:{stats}' : `cache:{stats}:since:${since}`),
+  statsVersion: 'cache:ver:{stats}',
   /** held by the one process rebuilding `key` (single flight) */
   lock: (key: string): string => `cache:lock:${key}`,
 };
@@ -39,12 +45,19 @@ export const cacheKeys = {
 /** A version key must outlive every value tagged while it was absent (the tag ""): twice the values' TTL. */
 export const versionTtl = (ttlS: number): number => 2 * ttlS;
 
+/**
+ * Some versions were set and others were not: on a cluster, the masters of
+ * the others did not answer (their cached answers cannot be read either
+ * while they are down).
+ */
+export class PartialBump extends Error {}
+
 /** The persister's side: new versions after each committed batch. */
 export class Versions {
   private readonly nonce = randomBytes(6).toString('base64url');
   private seq = 0;
 
-  constructor(private readonly redis: Redis, private readonly cfg: Config) {
+  constructor(private readonly redis: RedisClient, private readonly cfg: Config) {
     redis.defineCommand('logdBump', { lua: readFileSync(rootPath('src', 'cache', 'lua', 'bump.lua'), 'utf8') });
   }
 
@@ -57,6 +70,15 @@ export class Versions {
     const keys = [cacheKeys.statsVersion];
     for (const d of devices) keys.push(cacheKeys.deviceVersion(d));
     const { stats_ttl_s: statsTtl, device_ttl_s: deviceTtl } = this.cfg.cache;
-    await this.redis.logdBump(keys.length, ...keys, `${this.nonce}.${++this.seq}`, versionTtl(statsTtl), versionTtl(deviceTtl));
+    const token = `${this.nonce}.${++this.seq}`;
+    if (!(this.redis instanceof Cluster)) {
+      await this.redis.logdBump(keys.length, ...keys, token, versionTtl(statsTtl), versionTtl(deviceTtl));
+      return;
+    }
+    // on a cluster the keys are on many slots, which no one script may touch
+    const got = await Promise.allSettled(keys.map((k, i) => this.redis.set(k, token, 'EX', versionTtl(i ? deviceTtl : statsTtl))));
+    const failed = got.filter((g): g is PromiseRejectedResult => g.status === 'rejected');
+    if (failed.length === keys.length) throw failed[0].reason;
+    if (failed.length) throw new PartialBump(`${failed.length} of ${keys.length} cache versions not set: ${(failed[0].reason as Error).message}`);
   }
 }

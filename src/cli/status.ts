@@ -39,7 +39,8 @@ export async function status(cfg: Config, out: NodeJS.WritableStream): Promise<n
       out.write(line('postgres', c.postgres));
       if (c.stream) {
         out.write(`backlog    ${c.stream.backlog} logs not yet persisted (limit ${c.stream.max_backlog})\n`);
-        out.write(`dead       ${c.stream.dead_letters} entries in ${cfg.queue.dead_stream}\n`);
+        const dead = queue.shards.length === 1 ? queue.shards[0].deadStream : `the dead-letter streams of ${queue.shards.length} shards (${queue.shards[0].deadStream}, ...)`;
+        out.write(`dead       ${c.stream.dead_letters} entries in ${dead}\n`);
       }
       for (const [name, s] of after) {
         const prev = before.get(name);

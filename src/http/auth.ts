@@ -13,11 +13,11 @@
  * Each worker keeps the active tokens in memory and reloads them when
  * `logd token` announces a change on `logd:tokens:changed` (delivered before
  * the command returns, so a token can be used and is refused at once), and
- * when `logd:tokens:version` has changed (checked every second: a missed
+ * when `{logd:tokens}:version` has changed (checked every second: a missed
  * announcement takes effect within about a second); while Redis is
  * unreachable the last known set stays in force.
  */
-import type Redis from 'ioredis';
+import type { RedisClient } from '../connections';
 import { LogdError } from '../errors';
 import { matches, tokenId, TOKENS_CHANNEL, TOKENS_KEY, TOKENS_VERSION_KEY, type TokenRecord } from '../auth/tokens';
 import type { Logger } from '../log';
@@ -41,9 +41,9 @@ export class Authenticator {
   private active = new Map<string, TokenRecord>();
   private version: string | null | undefined;
   private timer: NodeJS.Timeout | undefined;
-  private changes: Redis | undefined;
+  private changes: RedisClient | undefined;
 
-  constructor(private readonly redis: Redis, private readonly log: Logger, private readonly open: boolean) {}
+  constructor(private readonly redis: RedisClient, private readonly log: Logger, private readonly open: boolean) {}
 
   /** Loads the tokens, then keeps them current. */
   async start(): Promise<void> {

@@ -116,7 +116,7 @@ function bulk(cfg: Config, queue: Queue, x: Exchange, req: HttpRequest, defaultI
     countRejected(items);
     const entries = items.flatMap((item): Accepted[] => (item.entry ? [item.entry] : []));
     const took = (): number => Math.round(performance.now() - t0);
-    appendEntries(cfg, queue, x, entries, (id) => {
+    appendEntries(queue, x, entries, (id) => {
       protocolRecords.inc({ protocol: 'elasticsearch', outcome: 'stored' }, entries.length);
       sendJson(x, 200, bulkAnswer(items, took(), id), PRODUCT);
     }, (_, err) => {

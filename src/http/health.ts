@@ -7,6 +7,7 @@
  */
 import type pg from 'pg';
 import { openWarning, type Config } from '../config';
+import { replicaShortfalls } from '../queue/safety';
 import { liveStatuses, type PersisterStatus } from '../queue/status';
 import type { Queue } from '../queue/stream';
 
@@ -46,7 +47,18 @@ export async function health(cfg: Config, queue: Queue, pool: pg.Pool): Promise<
   if (redis.status === 'down') unhealthy.push(`redis is down: ${redis.error}`);
   else {
     try {
-      const [backlog, dead, live] = await within(Promise.all([queue.backlog(), queue.deadLetters(), liveStatuses(queue.redis, cfg.redis.stream)]));
+      const [backlogs, dead, live, shortfalls] = await within(Promise.all([
+        Promise.allSettled(queue.shards.map((s) => s.backlog())), queue.deadLetters().catch(() => 0), liveStatuses(queue.redis, cfg.redis.stream),
+        cfg.queue.replica_acks ? replicaShortfalls(queue.redis, cfg.queue.replica_acks) : [],
+      ]));
+      let backlog = 0;
+      const down: string[] = [];
+      for (const [i, b] of backlogs.entries()) {
+        if (b.status === 'fulfilled') backlog += b.value;
+        else down.push(`queue shard ${i} (${queue.shards[i].stream}) is unavailable: ${(b.reason as Error).message}; ingest to its devices answers 503`);
+      }
+      if (down.length === queue.shards.length) throw new Error(down[0]);
+      degraded.push(...down, ...shortfalls);
       stream = { backlog, max_backlog: cfg.queue.max_backlog, dead_letters: dead };
       persisters = Object.fromEntries(live);
       if (backlog >= cfg.queue.max_backlog) degraded.push(`backlog of ${backlog} logs is at queue.max_backlog (${cfg.queue.max_backlog}): ingest answers 503`);

@@ -65,7 +65,7 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
       logsRefused.inc({ reason: 'invalid' }, countLogs(kind, body));
       return fail(x, 'LOGD_VALIDATION_FAILED', verdict.issues);
     }
-    appendEntries(cfg, queue, x, verdict.entries, (id, receivedAt) => sendJson(x, 200, answer(kind, id, verdict.entries.length, receivedAt)));
+    appendEntries(queue, x, verdict.entries, (id, receivedAt) => sendJson(x, 200, answer(kind, id, verdict.entries.length, receivedAt)));
   });
 }
 
@@ -77,7 +77,7 @@ export function ingest(kind: Kind, cfg: Config, queue: Queue, x: Exchange, req: 
  * with an empty id. Call it from the body's callback.
  */
 export function appendEntries(
-  cfg: Config, queue: Queue, x: Exchange, entries: Accepted[],
+  queue: Queue, x: Exchange, entries: Accepted[],
   ok: (id: string, receivedAt: string) => void, reply: Reply = sendError,
 ): void {
   const received = Date.now();
@@ -87,16 +87,16 @@ export function appendEntries(
   // uWS aborts a request when the next one is pipelined behind it on the same connection, in the same read: by
   // the check phase it has parsed the whole read, so a request it aborted is never appended (stored, unanswered).
   setImmediate(() => {
-    if (!x.ended) append(cfg, queue, x, frame, receivedAt, ok, reply);
+    if (!x.ended) append(queue, x, frame, receivedAt, ok, reply);
   });
 }
 
 function append(
-  cfg: Config, queue: Queue, x: Exchange, frame: EncodedFrame, receivedAt: string,
+  queue: Queue, x: Exchange, frame: EncodedFrame, receivedAt: string,
   ok: (id: string, receivedAt: string) => void, reply: Reply,
 ): void {
   const { n } = frame;
-  queue.append(cfg.queue.max_backlog, frame).then(
+  queue.append(frame).then(
     (id) => {
       logsAccepted.inc(n);
       ok(id, receivedAt);

@@ -95,8 +95,8 @@ function fromJson(body: Buffer, opts: LokiOptions, out: Outcome): LogdError | un
 }
 
 /** Appends what was accepted, then answers 204, or 400 when anything was refused. */
-function store(cfg: Config, queue: Queue, x: Exchange, out: Outcome): void {
-  appendEntries(cfg, queue, x, out.accepted, () => {
+function store(queue: Queue, x: Exchange, out: Outcome): void {
+  appendEntries(queue, x, out.accepted, () => {
     protocolRecords.inc({ protocol: 'loki', outcome: 'stored' }, out.accepted.length);
     if (!out.problems) return send(x, 204, TEXT, '');
     protocolRecords.inc({ protocol: 'loki', outcome: 'rejected' }, out.rejected);
@@ -117,7 +117,7 @@ function push(cfg: Config, queue: Queue, x: Exchange, req: HttpRequest): void {
     const out = new Outcome(cfg);
     const err = protobuf ? fromProtobuf(body, limit, opts, out) : fromJson(body, opts, out);
     if (err) return lokiReply(x, err);
-    store(cfg, queue, x, out);
+    store(queue, x, out);
   };
   // Vector names the snappy of a protobuf body in Content-Encoding; Loki reads the body the same either way.
   if (protobuf && req.getHeader('content-encoding').trim().toLowerCase() === 'snappy') {

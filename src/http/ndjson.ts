@@ -98,7 +98,7 @@ export function ndjson(cfg: Config, queue: Queue, x: Exchange, req: HttpRequest)
       const detail = p.failed.length ? p.failed.flatMap((f) => f.detail) : [{ loc: ['body'], msg: 'The body holds no log line', type: 'too_short' }];
       return fail(x, 'LOGD_VALIDATION_FAILED', detail);
     }
-    appendEntries(cfg, queue, x, p.entries, (id, receivedAt) => {
+    appendEntries(queue, x, p.entries, (id, receivedAt) => {
       protocolRecords.inc({ protocol: 'ndjson', outcome: 'stored' }, p.entries.length);
       sendJson(x, 200, answer(p, id, receivedAt));
     });

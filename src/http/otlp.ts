@@ -141,7 +141,7 @@ function exportLogs(cfg: Config, queue: Queue, x: Exchange, body: Buffer, encodi
   if (decoded instanceof LogdError) return reply(x, decoded);
   const { entries, rejected, named } = admitAll(cfg, decoded);
   const message = rejected ? rejectedMessage(rejected, decoded.records.length, named) : '';
-  appendEntries(cfg, queue, x, entries, () => {
+  appendEntries(queue, x, entries, () => {
     if (entries.length) protocolRecords.inc({ protocol: 'otlp', outcome: 'stored' }, entries.length);
     if (rejected) protocolRecords.inc({ protocol: 'otlp', outcome: 'rejected' }, rejected);
     send(x, 200, CONTENT_TYPES[encoding], success(encoding, rejected, message));

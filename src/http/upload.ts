@@ -20,7 +20,7 @@ import { SourceFilter } from '../listen/allow';
 import { listenerDropped, listenerMessages, listenerRefused, logsAccepted, logsRefused } from '../metrics';
 import { accept, type Accepted } from '../model/entry';
 import { encodeFrame } from '../queue/frame';
-import { Stale, type Queue, type SourceRange } from '../queue/stream';
+import { Stale, type Queue, type Shard, type SourceRange } from '../queue/stream';
 import { acceptWindow } from '../storage/layout';
 import { fail, send, sendError, type Exchange } from './respond';
 
@@ -76,7 +76,7 @@ export function upload(cfg: Config, queue: Queue, up: Upload, x: Exchange, req: 
     chain = chain.then(async () => {
       if (!failure) {
         try {
-          const r = await appendNumbered(cfg, queue, frame);
+          const r = await appendNumbered(queue, frame);
           stored += r.stored;
           duplicates += r.duplicates;
         } catch (err) {
@@ -134,13 +134,32 @@ export function upload(cfg: Config, queue: Queue, up: Upload, x: Exchange, req: 
 
 /**
  * Appends the entries not stored before (per source, those numbered above
- * the highest stored); when another upload stored some meanwhile (Stale),
- * looks again.
+ * the highest stored), one frame per queue shard: a source's marks live in
+ * its own shard (entries without a source go with their device's).
  */
-async function appendNumbered(cfg: Config, queue: Queue, batch: Numbered[]): Promise<{ stored: number; duplicates: number }> {
+async function appendNumbered(queue: Queue, batch: Numbered[]): Promise<{ stored: number; duplicates: number }> {
+  const groups = new Map<Shard, Numbered[]>();
+  for (const b of batch) {
+    const shard = queue.shardOf(b.source ?? b.entry.device_id);
+    const list = groups.get(shard);
+    if (list) list.push(b);
+    else groups.set(shard, [b]);
+  }
+  let stored = 0;
+  let duplicates = 0;
+  for (const [shard, list] of groups) {
+    const r = await appendToShard(shard, list);
+    stored += r.stored;
+    duplicates += r.duplicates;
+  }
+  return { stored, duplicates };
+}
+
+/** appendNumbered for one shard; when another upload stored some meanwhile (Stale), looks again. */
+async function appendToShard(shard: Shard, batch: Numbered[]): Promise<{ stored: number; duplicates: number }> {
   for (;;) {
     const sources = [...new Set(batch.flatMap((b) => (b.source === undefined ? [] : [b.source])))];
-    const marks = new Map((await queue.marks(sources)).map((m, i) => [sources[i], m]));
+    const marks = new Map((await shard.marks(sources)).map((m, i) => [sources[i], m]));
     const ranges = new Map<string, SourceRange>();
     const entries: Accepted[] = [];
     for (const b of batch) {
@@ -156,7 +175,7 @@ async function appendNumbered(cfg: Config, queue: Queue, batch: Numbered[]): Pro
     const duplicates = batch.length - entries.length;
     if (entries.length) {
       try {
-        await queue.appendOnce(cfg.queue.max_backlog, encodeFrame(entries, Date.now()), [...ranges.values()]);
+        await shard.appendOnce(encodeFrame(entries, Date.now()), [...ranges.values()]);
       } catch (err) {
         if (err instanceof Stale) continue;
         throw err;

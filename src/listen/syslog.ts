@@ -73,7 +73,7 @@ export async function startSyslog(cfg: Config, queue: Queue, log: Logger): Promi
     }
     return accept(parseSyslog(m.msg, now, { truncated: m.truncated }), window, peer);
   };
-  const append = (frame: Parameters<Queue['append']>[1]): Promise<string> => queue.append(cfg.queue.max_backlog, frame);
+  const append = (frame: Parameters<Queue['append']>[0]): Promise<string> => queue.append(frame);
   const failed = (listener: Listener) => (err: Error & { code?: string }): void =>
     log.warn({ listener, code: err.code, err: err.message }, 'syslog: the stream refused a frame; retrying (TCP, TLS, RELP: reading paused) or dropping (UDP)');
 

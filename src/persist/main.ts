@@ -8,6 +8,7 @@ import { partitionsDropped, rowsDropped, trackBacklog, trackStorage } from '../m
 import { HEARTBEAT_MS, publishStatus } from '../queue/status';
 import { Queue } from '../queue/stream';
 import type { RoleMain } from '../supervisor/child';
+import { PERSISTER_INDEX_ENV } from '../supervisor/messages';
 import { maintain, type StorageState } from '../storage/maintenance';
 import { buildSearchIndex } from '../storage/search-indexes';
 import { Persister } from './persister';
@@ -15,25 +16,40 @@ import { Persister } from './persister';
 /** How often the backlog is read while a search index builds. */
 const BUILD_WATCH_MS = 1000;
 
-/** Stable per instance, so a restarted persister finds the entries it had taken (its pending list). */
-export function consumerName(cfg: Config): string {
-  return process.env.WORKER_NAME || process.env.INSTANCE_NAME || `${os.hostname()}:${cfg.server.port}`;
+/**
+ * Stable per instance and persister, so a restarted persister finds the
+ * entries it had taken (its pending list); the first keeps the instance's
+ * name, the others add "/<index>".
+ */
+export function consumerName(cfg: Config, index = Number(process.env[PERSISTER_INDEX_ENV] ?? 0)): string {
+  const instance = process.env.WORKER_NAME || process.env.INSTANCE_NAME || `${os.hostname()}:${cfg.server.port}`;
+  return index ? `${instance}/${index}` : instance;
+}
+
+/** The oldest first entry of the shards' streams, as epoch ms (undefined: all empty). */
+async function oldestEntryMs(queue: Queue): Promise<number | undefined> {
+  const ms = (await queue.firstIds()).flatMap((id) => (id ? [Number(id.split('-')[0])] : []));
+  return ms.length ? Math.min(...ms) : undefined;
 }
 
 export function persisterMain(cfg: Config, log: Logger): RoleMain {
   // XREADGROUP BLOCK holds its connection; acks, claims and the heartbeat share the other.
-  const reader = redisClient(cfg, 'logd:persister-reader', true);
+  const reader = redisClient(cfg, 'logd:persister-reader', { blocking: true });
   const redis = redisClient(cfg, 'logd:persister');
   for (const r of [reader, redis]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
   const consumer = consumerName(cfg);
+  // storage maintenance and search index builds are the first persister's work
+  const maintainer = consumerName(cfg) === consumerName(cfg, 0);
   const queue = new Queue(redis, cfg);
-  const persister = new Persister(cfg, queue, new Queue(reader, cfg), consumer, log);
+  const persister = new Persister(cfg, queue, reader, consumer, log);
   let done: Promise<void> = Promise.resolve();
-  trackBacklog(() => queue.backlog());
+  // one process per node reports the backlog (the gauge is the whole queue's)
+  if (maintainer) trackBacklog(() => queue.backlog());
   let timer: NodeJS.Timeout | undefined;
   let storage: StorageState | undefined;
   const publish = (): void => {
-    publishStatus(redis, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats, budgetDropping: storage?.budgetDropping })
+    const lastError = persister.stats.lastError ?? queue.shardError;
+    publishStatus(redis, cfg.redis.stream, consumer, { at: Date.now(), ...persister.stats, lastError, budgetDropping: storage?.budgetDropping })
       .catch((err) => log.debug({ err: err.message }, 'heartbeat failed'));
   };
   // Storage maintenance (src/storage/maintenance.ts): partitions ahead, retention, the disk budget.
@@ -41,8 +57,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   let maintaining: Promise<void> = Promise.resolve();
   const runMaintenance = async (): Promise<void> => {
     try {
-      const first = await queue.firstId();
-      const { created, dropped, state } = await maintain(cfg, Date.now(), first ? Number(first.split('-')[0]) : undefined);
+      const { created, dropped, state } = await maintain(cfg, Date.now(), await oldestEntryMs(queue));
       storage = state;
       trackStorage({ ...state, lastDrop: state.lastDrop?.at ?? null });
       if (created) log.info({ created }, 'partitions created ahead');
@@ -104,7 +119,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
       publish();
       timer = setInterval(publish, HEARTBEAT_MS);
       // not awaited: the persister makes the partitions its batches need itself
-      maintaining = runMaintenance().finally(scheduleMaintenance);
+      if (maintainer) maintaining = runMaintenance().finally(scheduleMaintenance);
       done = persister.run().catch((err) => {
         log.fatal({ err }, 'persister failed');
         process.exit(1);

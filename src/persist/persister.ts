@@ -20,9 +20,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { Versions } from '../cache/versions';
+import { PartialBump, Versions } from '../cache/versions';
 import type { Config } from '../config';
-import { pgConfig } from '../connections';
+import { pgConfig, type RedisClient } from '../connections';
 import type { Logger } from '../log';
 import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metrics';
 import { SQL } from '../sql';
@@ -44,11 +44,16 @@ const READ_ROWS = 5000;
 /** Longest XREADGROUP BLOCK while idle, so a stop request is noticed promptly. */
 const IDLE_BLOCK_MS = 500;
 const PRUNE_EVERY_MS = 30_000;
+/** How long invalidation waits for a Redis Cluster master that does not answer (PartialBump). */
+const INVALIDATE_FOR_MS = 30_000;
 
 /** PostgreSQL refused the data itself: retrying cannot help. */
 const isDataError = (err: unknown): boolean => /^2[23]/.test(String((err as { code?: string }).code ?? ''));
 
 const splitId = (id: string): [string, string] => id.split('-') as [string, string];
+
+/** An entry's identity across shards, as the ledger's rows give it back. */
+const entryKey = (shard: number | string, id: string): string => `${shard}/${id}`;
 
 /** COPY routed a row to no partition: one was dropped (or never made) after ensure() looked. */
 const isNoPartition = (err: unknown): boolean =>
@@ -64,18 +69,22 @@ function hoursOf(tallies: Iterable<Tally>): number[] {
   return [...hours];
 }
 
-/** Runs a ledger statement ($1 entry ms parts, $2 seq parts) for these frames; the entry IDs it returns. */
+/** Runs a ledger statement ($1 shards, $2 entry ms parts, $3 seq parts) for these frames; the entryKeys it returns. */
 async function ledger(db: pg.Pool | pg.PoolClient, sql: string, frames: Frame[]): Promise<Set<string>> {
+  const shards: number[] = [];
   const ms: string[] = [];
   const seq: string[] = [];
   for (const f of frames) {
     const [a, b] = splitId(f.id);
+    shards.push(f.shard);
     ms.push(a);
     seq.push(b);
   }
-  const { rows } = await db.query<{ entry_ms: string; entry_seq: string }>(sql, [ms, seq]);
-  return new Set(rows.map((r) => `${r.entry_ms}-${r.entry_seq}`));
+  const { rows } = await db.query<{ shard: number; entry_ms: string; entry_seq: string }>(sql, [shards, ms, seq]);
+  return new Set(rows.map((r) => entryKey(r.shard, `${r.entry_ms}-${r.entry_seq}`)));
 }
+
+const keyOf = (f: Frame): string => entryKey(f.shard, f.id);
 
 const tallyCache = new WeakMap<Frame, Tally[]>();
 
@@ -136,19 +145,19 @@ export class Persister {
   private lastPrune = 0;
   /** logs per frame in the last read, to size the next */
   private logsPerFrame = 1;
-  /** invalidation and acknowledgement of the batches committed so far (acknowledge()) */
-  private acking: Promise<void> = Promise.resolve();
+  /** invalidation and acknowledgement of the batches committed so far (acknowledge()), per shard */
+  private readonly acking = new Map<number, Promise<void>>();
   readonly stats: PersistStats = { batches: 0, rows: 0, dead: 0 };
 
   /**
    * `queue` serves every command but the reads of new entries, which go
-   * through `reads`: XREADGROUP BLOCK holds its connection while the batch
+   * through `reader`: XREADGROUP BLOCK holds its connection while the batch
    * before is acknowledged.
    */
   constructor(
     private readonly cfg: Config,
     private readonly queue: Queue,
-    private readonly reads: Queue,
+    private readonly reader: RedisClient,
     private readonly consumer: string,
     private readonly log: Logger,
   ) {
@@ -173,7 +182,7 @@ export class Persister {
   async run(): Promise<void> {
     const { claim_idle_ms: claimIdle } = this.cfg.queue;
     const claimEvery = Math.max(100, claimIdle / 2);
-    await this.retry('create consumer group', () => this.queue.ensureGroup());
+    await this.retry('create consumer groups', () => this.queue.ensureGroups());
     let recovering: 'own' | 'others' | undefined = 'own';
     let lastClaim = Date.now();
     // A read that failed may still have been delivered (its reply lost with the connection, e.g. a
@@ -192,9 +201,9 @@ export class Persister {
         if (recovering) {
           const own = recovering === 'own';
           // the pending list must not still hold batches already committed
-          await this.acking;
-          const entries = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
-          if (entries.length < READ_COUNT) {
+          await this.acked();
+          const { entries, full } = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
+          if (!full) {
             recovering = undefined;
             lastClaim = Date.now();
           }
@@ -211,7 +220,7 @@ export class Persister {
       }
       await this.maybePrune();
     }
-    await this.acking;
+    await this.acked();
     await this.pool.end();
   }
 
@@ -229,7 +238,7 @@ export class Persister {
       if (batch.length && left <= 0) break;
       const block = draining ? undefined : batch.length ? Math.max(1, Math.ceil(left)) : IDLE_BLOCK_MS;
       const count = Math.min(READ_COUNT, Math.max(1, Math.ceil(Math.min(READ_ROWS, maxRows - rows) / this.logsPerFrame)));
-      const got = await this.reads.read(this.consumer, count, block);
+      const got = await this.queue.read(this.reader, this.consumer, count, block);
       // Nothing new: return, even empty, so that run() gets to its periodic
       // claim of a dead consumer's entries while no traffic arrives.
       if (!got.length) break;
@@ -291,10 +300,10 @@ export class Persister {
    */
   private async retireOverDelivered(frames: Frame[]): Promise<void> {
     const done = await this.retry('look up the ledger', () => ledger(this.pool, SQL.findIngested, frames));
-    const committed = frames.filter((f) => done.has(f.id));
+    const committed = frames.filter((f) => done.has(keyOf(f)));
     if (committed.length) this.acknowledge(committed);
     for (const f of frames) {
-      if (!done.has(f.id)) await this.deadLetter(f, `delivered ${f.deliveries} times without being persisted (queue.max_deliveries = ${this.cfg.queue.max_deliveries})`);
+      if (!done.has(keyOf(f))) await this.deadLetter(f, `delivered ${f.deliveries} times without being persisted (queue.max_deliveries = ${this.cfg.queue.max_deliveries})`);
     }
   }
 
@@ -322,7 +331,7 @@ export class Persister {
       await this.partitions.ensure(client, this.distrustSummaries ? hoursOf(frames.flatMap((f) => summarizeRows(f.rows))) : hours);
       await client.query('BEGIN');
       const fresh = await ledger(client, SQL.claimEntries, frames);
-      const todo = fresh.size === frames.length ? frames : frames.filter((f) => fresh.has(f.id));
+      const todo = fresh.size === frames.length ? frames : frames.filter((f) => fresh.has(keyOf(f)));
       if (todo.length) {
         await pipeline(Readable.from(todo.map((f) => f.rows)), client.query(copyFrom(COPY_SQL)));
         for (const f of todo) loaded += f.n;
@@ -355,14 +364,47 @@ export class Persister {
 
   /**
    * Invalidates the cached reads of committed frames and acknowledges them,
-   * while the persister goes on (in order, one batch after another); a crash
-   * before the ack only means a redelivery, which the ledger turns into an ack.
+   * while the persister goes on (in order, one batch after another, per
+   * shard: a shard whose Redis is failing over holds back only its own); a
+   * crash before the ack only means a redelivery, which the ledger turns
+   * into an ack.
    */
   private acknowledge(frames: Frame[]): void {
-    this.acking = this.acking.then(async () => {
-      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(frames.map(talliesOf))));
-      await this.retry('acknowledge batch', () => this.queue.ack(frames));
-    });
+    const shards = new Map<number, Frame[]>();
+    for (const f of frames) {
+      const list = shards.get(f.shard);
+      if (list) list.push(f);
+      else shards.set(f.shard, [f]);
+    }
+    for (const [shard, list] of shards) {
+      this.acking.set(shard, (this.acking.get(shard) ?? Promise.resolve()).then(async () => {
+        await this.invalidate(list);
+        await this.retry(`acknowledge batch (shard ${shard})`, () => this.queue.ack(list));
+      }));
+    }
+  }
+
+  /**
+   * Invalidates the cached reads of these frames' devices, retried until it
+   * succeeds, except that a Redis Cluster master that stays down (its
+   * version keys not set while the others were) is given up after
+   * INVALIDATE_FOR_MS, longer than a failover takes: the acknowledgements
+   * of every shard must not wait for it, and its cached answers cannot be
+   * read while it is down.
+   */
+  private async invalidate(frames: Frame[]): Promise<void> {
+    const since = Date.now();
+    const giveUp = (err: unknown): boolean => err instanceof PartialBump && Date.now() - since > INVALIDATE_FOR_MS;
+    try {
+      await this.retry('invalidate cached reads', () => this.versions.bump(devicesIn(frames.map(talliesOf))), false, undefined, giveUp);
+    } catch (err) {
+      this.log.error({ err }, 'cached reads of some devices not invalidated: their Redis master does not answer');
+    }
+  }
+
+  /** Resolves once every batch committed so far is acknowledged. */
+  private async acked(): Promise<void> {
+    await Promise.all(this.acking.values());
   }
 
   /** Forgets recorded entry IDs that can no longer be redelivered. */
@@ -370,8 +412,8 @@ export class Persister {
     if (Date.now() - this.lastPrune < PRUNE_EVERY_MS) return;
     this.lastPrune = Date.now();
     try {
-      const first = await this.queue.firstId();
-      if (first) await this.pool.query(SQL.pruneIngested, splitId(first));
+      const firsts = await this.queue.firstIds();
+      for (const [shard, first] of firsts.entries()) if (first) await this.pool.query(SQL.pruneIngested, [shard, ...splitId(first)]);
     } catch (err) {
       this.log.warn({ err }, 'pruning the ingested-entries ledger failed; will retry');
     }
@@ -380,10 +422,10 @@ export class Persister {
   /**
    * Runs `fn` until it succeeds, backing off exponentially up to
    * persister.retry_max_backoff_ms. Data errors are thrown at once when
-   * `dataErrorsFinal` (they would fail the same way forever). `onFailure`
-   * runs after each failed attempt.
+   * `dataErrorsFinal` (they would fail the same way forever), and errors
+   * `giveUp` says to. `onFailure` runs after each failed attempt.
    */
-  private async retry<T>(what: string, fn: () => Promise<T>, dataErrorsFinal = false, onFailure?: () => void): Promise<T> {
+  private async retry<T>(what: string, fn: () => Promise<T>, dataErrorsFinal = false, onFailure?: () => void, giveUp?: (err: unknown) => boolean): Promise<T> {
     let delay = 100;
     for (;;) {
       try {
@@ -394,7 +436,7 @@ export class Persister {
         }
         return v;
       } catch (err) {
-        if (dataErrorsFinal && isDataError(err)) throw err;
+        if ((dataErrorsFinal && isDataError(err)) || giveUp?.(err)) throw err;
         onFailure?.();
         this.stats.lastError = `${what}: ${(err as Error).message}`;
         this.log.warn({ err, what, retryInMs: delay }, 'persister step failed; retrying');

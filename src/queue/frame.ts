@@ -46,6 +46,8 @@ export function copyRow(deviceId: string, level: string, message: string, dataJs
 
 /** A frame's fields as the door writes them. */
 export interface EncodedFrame {
+  /** the first log's device: the frame goes to its shard (src/queue/keys.ts) */
+  device: string;
   n: number;
   rows: string;
   summary: string;
@@ -56,7 +58,7 @@ export function encodeFrame(entries: Accepted[], receivedMs: number): EncodedFra
   const receivedAt = new Date(receivedMs).toISOString();
   let rows = '';
   for (const e of entries) rows += copyRow(e.device_id, e.log_level, e.message, e.data, e.time ?? receivedAt);
-  return { n: entries.length, rows, summary: frameSummary(entries, receivedMs) };
+  return { device: entries[0].device_id, n: entries.length, rows, summary: frameSummary(entries, receivedMs) };
 }
 
 /** The `s` field of a frame holding these entries; entries without a client timestamp are at `receivedMs`. */
@@ -195,6 +197,8 @@ export type Raw = [id: string, fields: string[] | null];
 
 export interface Frame {
   id: string;
+  /** the queue shard whose stream holds it */
+  shard: number;
   /** times the group has delivered it (1 = first delivery) */
   deliveries: number;
   /** number of logs */
@@ -208,21 +212,22 @@ export interface Frame {
 /** A stream entry that is not a frame logd wrote. */
 export interface BadEntry {
   id: string;
+  shard: number;
   deliveries: number;
   fields: string[];
   why: string;
 }
 
-export function parseEntry([id, fields]: Raw, deliveries: number): Frame | BadEntry {
-  if (fields === null) return { id, deliveries, fields: [], why: 'entry was deleted from the stream' };
+export function parseEntry([id, fields]: Raw, deliveries: number, shard = 0): Frame | BadEntry {
+  if (fields === null) return { id, shard, deliveries, fields: [], why: 'entry was deleted from the stream' };
   const f: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) f[fields[i]] = fields[i + 1];
-  if (f.v !== '1') return { id, deliveries, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
+  if (f.v !== '1') return { id, shard, deliveries, fields, why: `unknown frame version ${JSON.stringify(f.v)}` };
   const n = Number(f.n);
   if (!Number.isInteger(n) || n < 1 || typeof f.r !== 'string' || !f.r.endsWith('\n')) {
-    return { id, deliveries, fields, why: 'malformed frame' };
+    return { id, shard, deliveries, fields, why: 'malformed frame' };
   }
-  return { id, deliveries, n, rows: f.r, summary: f.s };
+  return { id, shard, deliveries, n, rows: f.r, summary: f.s };
 }
 
 export const isFrame = (e: Frame | BadEntry): e is Frame => !('why' in e);

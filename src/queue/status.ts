@@ -3,7 +3,7 @@
  * instance) can tell in /health whether the stream is being persisted.
  * Hash `<stream>:persisters`: consumer name -> JSON PersisterStatus.
  */
-import type Redis from 'ioredis';
+import type { RedisClient } from '../connections';
 
 export interface PersisterStatus {
   /** epoch ms of the heartbeat */
@@ -23,12 +23,12 @@ export const HEARTBEAT_STALE_MS = 5000;
 
 const key = (stream: string): string => `${stream}:persisters`;
 
-export async function publishStatus(redis: Redis, stream: string, consumer: string, status: PersisterStatus): Promise<void> {
+export async function publishStatus(redis: RedisClient, stream: string, consumer: string, status: PersisterStatus): Promise<void> {
   await redis.hset(key(stream), consumer, JSON.stringify(status));
 }
 
 /** Live persisters (heartbeat younger than HEARTBEAT_STALE_MS); forgets stale ones. */
-export async function liveStatuses(redis: Redis, stream: string, now = Date.now()): Promise<Map<string, PersisterStatus>> {
+export async function liveStatuses(redis: RedisClient, stream: string, now = Date.now()): Promise<Map<string, PersisterStatus>> {
   const all = await redis.hgetall(key(stream));
   const live = new Map<string, PersisterStatus>();
   const stale: string[] = [];

@@ -17,7 +17,7 @@ import { serveClusterMetrics } from '../metrics';
 import { ensureDatabase, migrate } from '../persist/migrate';
 import { redisWarnings } from '../queue/safety';
 import { startEmbedded } from './embedded';
-import { CONFIG_ENV, ROLE_ENV, type FromChild, type Role, type ToChild } from './messages';
+import { CONFIG_ENV, PERSISTER_INDEX_ENV, ROLE_ENV, type FromChild, type Role, type ToChild } from './messages';
 
 /** A child that lived at least this long is healthy again: its backoff restarts from the beginning. */
 const HEALTHY_AFTER_MS = 10_000;
@@ -26,6 +26,8 @@ const BACKOFF_MAX_MS = 10_000;
 
 interface Slot {
   role: Role;
+  /** environment of its process beyond the role's */
+  env?: Record<string, string>;
   worker?: Worker;
   startedAt: number;
   backoff: number;
@@ -66,7 +68,9 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
 
   const env = { [CONFIG_ENV]: JSON.stringify(cfg) };
   const slots: Slot[] = [
-    { role: 'persister', startedAt: 0, backoff: BACKOFF_MIN_MS, ready: false },
+    ...Array.from({ length: cfg.persister.count }, (_, i): Slot => ({
+      role: 'persister', env: { [PERSISTER_INDEX_ENV]: String(i) }, startedAt: 0, backoff: BACKOFF_MIN_MS, ready: false,
+    })),
     ...Array.from({ length: cfg.server.workers }, (): Slot => ({ role: 'http', startedAt: 0, backoff: BACKOFF_MIN_MS, ready: false })),
   ];
   let stopping = false;
@@ -78,7 +82,7 @@ export async function serve(cfgIn: Config, log: Logger): Promise<number> {
     // V8 grows a busy worker's heap lazily, toward gigabytes: measured under 100-log batches, 818 MB RSS per
     // HTTP worker uncapped, 105-118 MB with a 256 MiB old space (which still parses a 50 MiB batch).
     cluster.setupPrimary({ execArgv: slot.role === 'http' ? [...process.execArgv, `--max-old-space-size=${cfg.server.worker_heap_mb}`] : process.execArgv });
-    const w = cluster.fork({ ...env, [ROLE_ENV]: slot.role });
+    const w = cluster.fork({ ...env, ...slot.env, [ROLE_ENV]: slot.role });
     slot.worker = w;
     w.on('message', (m: FromChild) => {
       if (m.type !== 'ready') return;

@@ -4,7 +4,7 @@
  * messages), a Redis client for poking at the stream, and the exactly-once
  * accounting (acknowledged vs persisted vs duplicates vs lost).
  */
-import Redis from 'ioredis';
+import Redis, { type Cluster } from 'ioredis';
 import type { PostgresServer, RedisServer } from './services';
 import { waitFor } from './services';
 import type { Logd } from './logd';
@@ -13,6 +13,19 @@ export const STREAM = 'logs:stream';
 export const BACKLOG = 'logs:stream:backlog';
 export const GROUP = 'log_workers';
 export const DEAD = 'logs:dead';
+
+/** A queue shard's stream and backlog counter (src/queue/keys.ts). */
+export interface ShardNames {
+  stream: string;
+  backlog: string;
+  dead: string;
+}
+
+/** The keys of a queue of `n` shards: the unsharded names for one shard on one Redis (`tagged` false), else `logs:stream:{i}`... */
+export function shardNames(n: number, tagged = n > 1): ShardNames[] {
+  if (!tagged) return [{ stream: STREAM, backlog: BACKLOG, dead: DEAD }];
+  return Array.from({ length: n }, (_, i) => ({ stream: `${STREAM}:{${i}}`, backlog: `${STREAM}:{${i}}:backlog`, dead: `${DEAD}:{${i}}` }));
+}
 
 // ---------------------------------------------------------------------------
 // a seeded PRNG (mulberry32), so a failing run can be replayed with its seed
@@ -194,13 +207,24 @@ export interface StreamState {
   backlog: number;
 }
 
-export async function streamState(r: Redis): Promise<StreamState> {
+/** The queue's state, summed over its shards (default: the one unsharded stream). */
+export async function streamState(r: Redis | Cluster, shards: ShardNames[] = shardNames(1)): Promise<StreamState> {
+  const states = await Promise.all(shards.map((s) => shardState(r, s)));
+  return {
+    length: states.reduce((a, s) => a + s.length, 0),
+    pending: states.reduce((a, s) => a + s.pending, 0),
+    undelivered: states.some((s) => s.undelivered),
+    backlog: states.reduce((a, s) => a + s.backlog, 0),
+  };
+}
+
+async function shardState(r: Redis | Cluster, { stream, backlog: backlogKey }: ShardNames): Promise<StreamState> {
   const [length, pendingSummary, backlog, info, groups] = await Promise.all([
-    r.xlen(STREAM),
-    r.xpending(STREAM, GROUP).catch(() => [0]) as Promise<unknown[]>,
-    r.get(BACKLOG),
-    r.call('XINFO', 'STREAM', STREAM) as Promise<unknown[]>,
-    r.call('XINFO', 'GROUPS', STREAM) as Promise<unknown[][]>,
+    r.xlen(stream),
+    r.xpending(stream, GROUP).catch(() => [0]) as Promise<unknown[]>,
+    r.get(backlogKey),
+    r.call('XINFO', 'STREAM', stream) as Promise<unknown[]>,
+    r.call('XINFO', 'GROUPS', stream) as Promise<unknown[][]>,
   ]);
   const field = (list: unknown[], name: string): unknown => {
     for (let i = 0; i + 1 < list.length; i += 2) if (list[i] === name) return list[i + 1];
@@ -218,11 +242,11 @@ export async function streamState(r: Redis): Promise<StreamState> {
 }
 
 /** Waits until the group has read everything in the stream and nothing is pending. */
-export async function waitDrained(r: Redis, timeoutMs = 30_000): Promise<StreamState> {
+export async function waitDrained(r: Redis | Cluster, timeoutMs = 30_000, shards?: ShardNames[]): Promise<StreamState> {
   let last: StreamState | undefined;
   try {
     return await waitFor('the stream to be drained (nothing pending, nothing undelivered)', async () => {
-      last = await streamState(r);
+      last = await streamState(r, shards);
       return last.pending === 0 && !last.undelivered ? last : undefined;
     }, timeoutMs, 50);
   } catch (err) {

@@ -86,7 +86,8 @@ export async function startLogd(opts: LogdOptions = {}): Promise<Logd> {
     await waitFor('logd to answer /health with 200', async () => {
       if (proc.exitCode !== null) throw new Error(`logd exited with ${proc.exitCode}:\n${out}`);
       const res = await fetch(`${url}/health`).catch(() => undefined);
-      return res?.status === 200 && logd.children('http').length === (opts.workers ?? 2) && logd.children('persister').length === 1;
+      return res?.status === 200 && logd.children('http').length === (opts.workers ?? 2)
+        && logd.children('persister').length === Number(opts.env?.LOGD_PERSISTER_COUNT ?? 1);
     }, 60_000);
   }
   return logd;
