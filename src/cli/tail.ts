@@ -168,9 +168,17 @@ async function handover(s: Session, sinceMs: number): Promise<number | undefined
   }
 }
 
+/**
+ * The time of the newest entry a position covers, in ms: its entry ID's, or
+ * with a sharded queue the latest of its per-shard IDs'. A resume sends the
+ * shards' entries in ID order, so a message of the handover overlap carries
+ * no ID after the entry's own.
+ */
+const newestMs = (position: string): number => Math.max(...position.split(',').map((id) => Number(id.split('-')[0])));
+
 /** A live log, unless it is one of the handover overlap already printed. */
 function printLive(s: Session, position: string, logs: Log[]): void {
-  const overlap = Number(position.split('-')[0]) <= s.handoverUntil;
+  const overlap = newestMs(position) <= s.handoverUntil;
   for (const l of logs) {
     const n = overlap ? s.printed.get(key(l)) : undefined;
     if (n === undefined) {

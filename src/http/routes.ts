@@ -178,7 +178,8 @@ export const ROUTES: Route[] = [
     method: 'get', path: TAIL_PATH, scope: 'read',
     summary: 'Live tail of new logs (WebSocket)',
     description: 'A WebSocket (GET with Upgrade: websocket) that sends, as JSON text frames, {"type":"ready","position"} first, then '
-      + '{"type":"logs","position","logs":[...]} with the matching logs of each stream entry accepted after it (position: pass it as after= to resume), '
+      + '{"type":"logs","position","logs":[...]} with the matching logs of each stream entry accepted after it (position: pass it as after= to resume; '
+      + 'an entry ID, or with a sharded queue one entry ID per shard joined by commas: opaque to clients), '
       + '{"type":"skipped","reason":"slow"|"expired","count","position"}, {"type":"status","queue":"unavailable"|"available"} and {"type":"error","code","detail"} before a close. '
       + 'Filters as in search. Token: Authorization, or the subprotocols "logd.v1, logd.token.<token>" (the server selects logd.v1). The client sends nothing.',
     query: tailQuerySchema,

@@ -16,6 +16,7 @@ import { log } from '../log';
 import { TailFilter } from '../tail/filter';
 import { TailHub, type Subscriber } from '../tail/hub';
 import { errorMessage } from '../tail/messages';
+import { MAX_POSITION_LENGTH, parsePosition } from '../tail/position';
 import { readHeaders, refusal, type Headers } from './headers';
 import { parseSearchText, queryParser } from './query';
 import { searchQuerySchema } from './query-schemas';
@@ -43,8 +44,10 @@ export const tailQuerySchema = {
     level: searchQuerySchema.properties.level,
     q: searchQuerySchema.properties.q,
     after: {
-      type: 'string', maxLength: 41, pattern: '^\\d{1,20}-\\d{1,20}$',
-      description: 'the `position` of a message received before: resume after it (gap-free while the stream holds it, tail.resume_window_s after persisting)',
+      type: 'string', maxLength: MAX_POSITION_LENGTH, pattern: '^\\d{1,20}-\\d{1,20}(,\\d{1,20}-\\d{1,20})*$',
+      description: 'the `position` of a message received before: resume after it (gap-free while the stream holds it, tail.resume_window_s after persisting). '
+        + 'A stream entry ID `<ms>-<seq>`; with a sharded queue (queue.shards > 1, or a Redis Cluster) one entry ID per shard in shard order, joined by `,` '
+        + '(`1733220000000-0,1733220000123-4,0-0`), or one ID meaning that ID on every shard. Treat it as opaque.',
     },
   },
 } as const;
@@ -56,7 +59,8 @@ export type Begin = (res: uWS.HttpResponse, id: string, head: boolean, route: st
 
 interface TailSocket {
   filter: TailFilter;
-  after: string | undefined;
+  /** one entry ID per shard */
+  after: string[] | undefined;
   sub?: Subscriber;
   closed: boolean;
 }
@@ -103,11 +107,16 @@ export function tailSockets(ctx: Context, begin: Begin): TailSockets {
       if (parsed.ok) terms = parsed.value;
       else issues.push(...parsed.issues);
     }
+    const shards = ctx.cfg.queue.shards;
+    const after = q.after === undefined ? undefined : parsePosition(q.after, shards);
+    if (q.after !== undefined && !after) {
+      issues.push({ loc: ['query', 'after'], msg: `Input should be a position received before: ${shards} entry IDs (one per shard) or one`, type: 'value_error' });
+    }
     if (issues.length) return sendError(x, new LogdError('LOGD_VALIDATION_FAILED', issues));
     if (hub.size >= hub.capacity) {
       return sendError(x, new LogdError('LOGD_TAIL_FULL', `this worker serves ${hub.capacity} live tails, its share of tail.max_subscribers (${ctx.cfg.tail.max_subscribers}); retry later`));
     }
-    const data: TailSocket = { filter: new TailFilter({ device_id: q.device_id, level: q.level, terms }), after: q.after, closed: false };
+    const data: TailSocket = { filter: new TailFilter({ device_id: q.device_id, level: q.level, terms }), after, closed: false };
     // The exchange ends here: uWS owns the connection from now on.
     x.ended = true;
     x.onEnd(101);
