@@ -71,12 +71,13 @@ CREATE TABLE IF NOT EXISTS logd_ingested (
   persisted_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
   PRIMARY KEY (shard, entry_ms, entry_seq)
 );
--- A ledger made before shards: its entries are of shard 0.
-ALTER TABLE logd_ingested ADD COLUMN IF NOT EXISTS shard SMALLINT NOT NULL DEFAULT 0;
+-- A ledger made before shards: its entries are of shard 0. Checked first,
+-- so that a node starting beside running persisters takes no lock on it.
 DO $$
 BEGIN
-  IF (SELECT array_length(conkey, 1) FROM pg_constraint WHERE conrelid = 'logd_ingested'::regclass AND contype = 'p') = 2 THEN
-    ALTER TABLE logd_ingested DROP CONSTRAINT logd_ingested_pkey, ADD PRIMARY KEY (shard, entry_ms, entry_seq);
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'logd_ingested'::regclass AND attname = 'shard' AND NOT attisdropped) THEN
+    ALTER TABLE logd_ingested ADD COLUMN shard SMALLINT NOT NULL DEFAULT 0,
+      DROP CONSTRAINT logd_ingested_pkey, ADD PRIMARY KEY (shard, entry_ms, entry_seq);
   END IF;
 END $$;
 

@@ -293,10 +293,18 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
     server: { host: string; workers: number; drain_ms: number; shutdown_timeout_ms: number };
     auth: { mode: string; allow_open_remote: boolean };
     postgres: { pool_size: number; search_concurrency: number };
+    queue: { replica_acks: number; replica_timeout_ms: number };
+    redis: { command_timeout_ms: number; cluster: string[] };
     data: { dir: string };
   };
   if (cfg.server.drain_ms >= cfg.server.shutdown_timeout_ms) {
     throw new LogdError('LOGD_CONFIG_INVALID', `server.drain_ms (${cfg.server.drain_ms}) must be below server.shutdown_timeout_ms (${cfg.server.shutdown_timeout_ms})`);
+  }
+  if (cfg.queue.replica_acks && cfg.queue.replica_timeout_ms >= cfg.redis.command_timeout_ms) {
+    throw new LogdError('LOGD_CONFIG_INVALID', `queue.replica_timeout_ms (${cfg.queue.replica_timeout_ms}) must be below redis.command_timeout_ms (${cfg.redis.command_timeout_ms}): the WAIT is a Redis command`);
+  }
+  for (const node of cfg.redis.cluster) {
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/.test(node)) throw new LogdError('LOGD_CONFIG_INVALID', `redis.cluster has "${node}", which is not host:port`);
   }
   if (cfg.postgres.search_concurrency >= cfg.postgres.pool_size) {
     throw new LogdError('LOGD_CONFIG_INVALID', `postgres.search_concurrency (${cfg.postgres.search_concurrency}) must be below postgres.pool_size (${cfg.postgres.pool_size}): device queries and stats keep the rest`);

@@ -77,11 +77,30 @@ export function pgConfig(cfg: Config, database = cfg.postgres.database): pg.Clie
   };
 }
 
+/**
+ * Connects a client. A cluster client is connected once it has the slot map;
+ * its connections to the masters open on their first command, and a command
+ * to a master whose connection is opening fails at once (enableOfflineQueue:
+ * false): this resolves once every master's connection is ready.
+ */
+export async function connectRedis(redis: RedisClient): Promise<void> {
+  await redis.connect();
+  if (!(redis instanceof Cluster)) return;
+  await Promise.all(redis.nodes('master').map(async (node) => {
+    if (node.status === 'wait') return node.connect();
+    if (node.status === 'ready') return undefined;
+    return new Promise<void>((resolve, reject) => {
+      node.once('ready', () => resolve());
+      node.once('end', () => reject(new Error(`Redis Cluster node ${node.options.host}:${node.options.port} closed while connecting`)));
+    });
+  }));
+}
+
 /** A short-lived Redis connection (CLI commands, start-up checks). */
 export async function withRedis<T>(cfg: Config, name: string, fn: (redis: RedisClient) => Promise<T>): Promise<T> {
   const redis = redisClient(cfg, name);
   redis.on('error', () => undefined); // connect() and the commands report it
-  await redis.connect();
+  await connectRedis(redis);
   try {
     return await fn(redis);
   } finally {

@@ -50,6 +50,7 @@ t.test('sources: flags > LOGD_* > reference env > file > defaults', async (t) =>
   t.same(loadConfig(undefined, { LOGD_RETENTION_BY_LEVEL: 'debug=3, ERROR = 90' }).retention.by_level, { DEBUG: 3, ERROR: 90 }, 'and from LEVEL=N pairs in the environment');
   t.same(loadConfig(undefined, { LOGD_SYSLOG_ALLOW: '10.0.0.0/8, 192.0.2.7,2001:db8::/32' }).syslog.allow, ['10.0.0.0/8', '192.0.2.7', '2001:db8::/32'], 'a list from the environment: separated by commas');
   t.same(loadConfig(tmpToml('[journal]\nfields = ["_SYSTEMD_UNIT", "SYSLOG_IDENTIFIER"]\n'), {}).journal.fields, ['_SYSTEMD_UNIT', 'SYSLOG_IDENTIFIER'], 'and from the file');
+  t.same(loadConfig(undefined, { LOGD_REDIS_CLUSTER: '10.0.0.1:6379,[::1]:7000' }).redis.cluster, ['10.0.0.1:6379', '[::1]:7000'], 'cluster seeds from the environment');
 });
 
 t.test('bad values fail with a message naming the key', async (t) => {
@@ -72,6 +73,8 @@ t.test('bad values fail with a message naming the key', async (t) => {
     ['an allow list that is not a list', () => loadConfig(tmpToml('[syslog]\nallow = "10.0.0.0/8"\n'), {}), /syslog\.allow must be array/],
     ['TLS without a certificate', () => loadConfig(undefined, { LOGD_SYSLOG_TLS_PORT: '6514' }), /syslog\.tls_port \(6514\) needs syslog\.tls_cert and syslog\.tls_key/],
     ['two syslog listeners on one port', () => loadConfig(undefined, { LOGD_SYSLOG_TCP_PORT: '5140', LOGD_SYSLOG_RELP_PORT: '5140' }), /syslog\.tcp_port and syslog\.relp_port are both 5140/],
+    ['a replica wait as long as a Redis command', () => loadConfig(undefined, { LOGD_QUEUE_REPLICA_ACKS: '1', LOGD_QUEUE_REPLICA_TIMEOUT_MS: '2000' }), /queue\.replica_timeout_ms \(2000\) must be below redis\.command_timeout_ms \(2000\)/],
+    ['a cluster seed without a port', () => loadConfig(undefined, { LOGD_REDIS_CLUSTER: '10.0.0.1:6379,10.0.0.2' }), /redis\.cluster has "10\.0\.0\.2", which is not host:port/],
   ];
   for (const [name, fn, msg] of cases) t.throws(fn, { code: 'LOGD_CONFIG_INVALID', message: msg }, name);
 });

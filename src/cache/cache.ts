@@ -16,7 +16,7 @@
  *          PostgreSQL --> answer; then SET value "<tag>\n<answer>" EX ttl, DEL lock (not awaited)
  */
 import type { Config } from '../config';
-import { redisClient, type RedisClient } from '../connections';
+import { connectRedis, redisClient, type RedisClient } from '../connections';
 import type { Logger } from '../log';
 import { cacheLookups } from '../metrics';
 import { cacheKeys } from './versions';
@@ -76,7 +76,7 @@ export class Cache {
 
   /** Connects in the background: the worker serves (from PostgreSQL) until the cache is reachable. */
   start(): void {
-    this.redis?.connect().catch((err) => this.failed(err));
+    if (this.redis) connectRedis(this.redis).catch((err) => this.failed(err));
   }
 
   stop(): void {

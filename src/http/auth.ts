@@ -17,7 +17,7 @@
  * announcement takes effect within about a second); while Redis is
  * unreachable the last known set stays in force.
  */
-import type { RedisClient } from '../connections';
+import { connectRedis, type RedisClient } from '../connections';
 import { LogdError } from '../errors';
 import { matches, tokenId, TOKENS_CHANNEL, TOKENS_KEY, TOKENS_VERSION_KEY, type TokenRecord } from '../auth/tokens';
 import type { Logger } from '../log';
@@ -55,7 +55,7 @@ export class Authenticator {
     this.changes = this.redis.duplicate();
     this.changes.on('error', () => undefined); // the reload timer's warnings say it
     this.changes.on('message', reload);
-    await this.changes.connect();
+    await connectRedis(this.changes);
     await this.changes.subscribe(TOKENS_CHANNEL);
   }
 

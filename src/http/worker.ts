@@ -2,7 +2,7 @@
 import { Cache } from '../cache/cache';
 import { Versions } from '../cache/versions';
 import type { Config } from '../config';
-import { redisClient } from '../connections';
+import { connectRedis, redisClient } from '../connections';
 import { startSyslog, type SyslogListeners } from '../listen/syslog';
 import type { Logger } from '../log';
 import { Queue } from '../queue/stream';
@@ -28,7 +28,7 @@ export function httpWorker(cfg: Config, log: Logger): RoleMain {
   let syslog: SyslogListeners | undefined;
   return {
     async start() {
-      await redis.connect();
+      await connectRedis(redis);
       await auth.start();
       cache.start();
       const queue = new Queue(redis, cfg);

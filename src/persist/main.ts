@@ -2,7 +2,7 @@
 import os from 'node:os';
 import pg from 'pg';
 import type { Config } from '../config';
-import { pgConfig, redisClient } from '../connections';
+import { connectRedis, pgConfig, redisClient } from '../connections';
 import type { Logger } from '../log';
 import { partitionsDropped, rowsDropped, trackBacklog, trackStorage } from '../metrics';
 import { HEARTBEAT_MS, publishStatus } from '../queue/status';
@@ -115,7 +115,7 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   };
   return {
     async start() {
-      await Promise.all([reader.connect(), redis.connect()]);
+      await Promise.all([connectRedis(reader), connectRedis(redis)]);
       publish();
       timer = setInterval(publish, HEARTBEAT_MS);
       // not awaited: the persister makes the partitions its batches need itself

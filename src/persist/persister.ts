@@ -137,6 +137,8 @@ export interface PersistStats {
 
 export class Persister {
   private running = true;
+  /** epoch ms of stop(): a drain ends at entries added later */
+  private stoppedAt = Infinity;
   private readonly pool: pg.Pool;
   private readonly versions: Versions;
   private readonly partitions: Partitions;
@@ -170,11 +172,20 @@ export class Persister {
   /** Asks the loop to finish its current batch and return. */
   stop(): void {
     this.running = false;
+    this.stoppedAt = Date.now();
+  }
+
+  /** Whether a batch holds entries added after stop() (by other nodes, which still ingest). */
+  private addedSinceStop(b: Batch): boolean {
+    const ids = [...b.bad, ...b.overDelivered, ...(b.load?.frames ?? [])].map((e) => e.id);
+    return ids.some((id) => Number(splitId(id)[0]) > this.stoppedAt);
   }
 
   /**
-   * Runs until stop(); then drains what the stream still holds (ingest has
-   * stopped by then) and returns. Recovery first: entries this consumer had
+   * Runs until stop(); then drains what the stream still holds (this node's
+   * ingest has stopped by then) and returns: when the queue is empty, or
+   * after the first batch holding entries added after stop() (other nodes
+   * sharing the queue still ingest, and their persisters load those). Recovery first: entries this consumer had
    * taken before a crash; then, every claim_idle_ms / 2, entries a dead
    * consumer left idle for claim_idle_ms. While a batch of new entries is
    * persisted, the next one is read (`ahead`), unless a claim is due.
@@ -214,10 +225,12 @@ export class Persister {
           if (isEmpty(batch) && draining) break;
         }
       }
+      const last = !this.running && this.addedSinceStop(batch);
       if (!isEmpty(batch)) {
-        if (!recovering && Date.now() - lastClaim < claimEvery) ahead = readNew(!this.running);
+        if (!last && !recovering && Date.now() - lastClaim < claimEvery) ahead = readNew(!this.running);
         await this.settle(batch);
       }
+      if (last) break;
       await this.maybePrune();
     }
     await this.acked();

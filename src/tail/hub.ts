@@ -28,9 +28,8 @@
  * those IDs (its floor), drops the entries at or before them, and its
  * messages carry the later ID of each shard.
  */
-import type { RedisClient } from '../connections';
 import type { Config } from '../config';
-import { redisClient } from '../connections';
+import { connectRedis, redisClient, type RedisClient } from '../connections';
 import type { Logger } from '../log';
 import { tailLogsSent, tailLogsSkipped, tailSubscribers } from '../metrics';
 import { frameLogs, isFrame, parseEntry, parseSummary, summarizeRows, type Frame, type FrameLog, type Raw } from '../queue/frame';
@@ -445,7 +444,7 @@ export class TailHub {
     const reader = new Reader(this.cfg);
     this.reader = reader;
     this.started = (async () => {
-      await reader.conn.connect();
+      await connectRedis(reader.conn);
       const lasts = await Promise.all(this.streams.map((stream) => reader.conn.xrevrange(stream, '+', '-', 'COUNT', 1) as Promise<Raw[]>));
       lasts.forEach(([last], i) => reader.read(i, last?.[0] ?? '0-0'));
       for (const lane of this.lanes) void this.run(reader, lane);

@@ -38,11 +38,12 @@ export interface Load {
 
 /**
  * `clients` loops posting through nginx, alternately single logs and
- * batches of 5, every log with a unique message, until stop(). Each load has
+ * batches of 5, every log with a unique message, until stop(); each client
+ * sends for its own device, or takes turns over `devicesPerClient`. Each load has
  * its own keep-alive connections (a pool shared with an earlier phase could
  * hold connections an nginx reload has closed).
  */
-export function startLoad(url: string, prefix: string, clients = 6): Load {
+export function startLoad(url: string, prefix: string, clients = 6, devicesPerClient = 1): Load {
   const agent = new http.Agent({ keepAlive: true });
   const attempts: Attempt[] = [];
   let running = true;
@@ -51,7 +52,8 @@ export function startLoad(url: string, prefix: string, clients = 6): Load {
       const ua = `${prefix}/${c}/${i}`;
       const per = c % 2 === 0 ? 1 : 5;
       const messages = Array.from({ length: per }, (_, j) => `${prefix}-${c}-${i}-${j}`);
-      const logs = messages.map((message) => ({ device_id: `${prefix}-${c}`, log_level: 'INFO', message }));
+      const device = devicesPerClient === 1 ? `${prefix}-${c}` : `${prefix}-${c}-${i % devicesPerClient}`;
+      const logs = messages.map((message) => ({ device_id: device, log_level: 'INFO', message }));
       const a: Attempt = { ua, messages, start: performance.now(), end: 0 };
       attempts.push(a);
       try {

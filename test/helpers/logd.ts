@@ -26,6 +26,8 @@ export interface LogdOptions {
   redis?: RedisServer;
   pg?: PostgresServer;
   workers?: number;
+  /** the port to listen on (default: a free one) */
+  port?: number;
   env?: Record<string, string>;
   args?: string[];
   /** wait for GET /health to answer 200 (default true) */
@@ -44,7 +46,7 @@ export function serviceEnv(redis?: RedisServer, pg?: PostgresServer): Record<str
 }
 
 export async function startLogd(opts: LogdOptions = {}): Promise<Logd> {
-  const port = await freePort();
+  const port = opts.port ?? await freePort();
   const env = {
     ...process.env,
     LOGD_LOG_LEVEL: 'warn',
