@@ -30,6 +30,7 @@ import Redis from 'ioredis';
 import { cleanupAll, startRedis } from '../test/helpers/services';
 import { startLogd } from '../test/helpers/logd';
 import { loadConfig } from '../src/config';
+import { cacheKeys } from '../src/cache/versions';
 import { DAY_MS, HOUR_MS, partitionName, partitionRange } from '../src/storage/layout';
 import { createPartitions } from '../src/storage/partitions';
 import { buildSearchIndex } from '../src/storage/search-indexes';
@@ -258,10 +259,10 @@ function cases(redis: Redis, middleCursor: string): Case[] {
     { name: 'device query, cached', target: 2, path: () => `/api/logs/${deviceName(500)}?limit=100` },
     {
       name: 'device query, uncached', target: 20, path: (i) => `/api/logs/${device(i)}?limit=100`,
-      before: (i) => bump(`cache:ver:logs:{d:${device(i)}}`)(),
+      before: (i) => bump(cacheKeys.deviceVersion(device(i)))(),
     },
     { name: 'stats, cached', target: 2, path: () => '/api/stats' },
-    { name: 'stats, uncached', target: 20, path: () => '/api/stats', before: bump('cache:ver:{stats}') },
+    { name: 'stats, uncached', target: 20, path: () => '/api/stats', before: bump(cacheKeys.statsVersion) },
     { name: 'stats?since= 1 hour, uncached', target: 20, path: (i) => `/api/stats?since=${iso(Date.now() - 3_600_000 - i)}` },
     // the window's start moves through an hour over the samples, and with it the logs counted in `logs` (0 to 30 minutes of them)
     { name: 'stats?since= 24 hours, uncached', target: 5, path: (i) => `/api/stats?since=${iso(Date.now() - 86_400_000 - i * 3_600)}` },

@@ -5,27 +5,12 @@
  * entries before it stored; the field allow list. The real
  * systemd-journal-upload is in test/shippers.test.ts.
  */
-import http from 'node:http';
 import t from 'tap';
-import { exportBody } from './helpers/journal';
+import { exportBody, upload } from './helpers/journal';
 import { metric, startStack, waitRows } from './helpers/logd';
 import { waitFor } from './helpers/services';
 
 const SEQNUM_ID = '0123456789abcdef0123456789abcdef';
-
-/** POSTs `chunks` to /upload with chunked transfer encoding, as journal-upload does. */
-function upload(port: number, chunks: Buffer[], contentType = 'application/vnd.fdo.journal'): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: '/upload', method: 'POST', headers: { 'content-type': contentType, 'transfer-encoding': 'chunked' } }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    for (const c of chunks) req.write(c);
-    req.end();
-  });
-}
 
 /** A field in the binary form: name, LF, 64-bit little-endian length, the bytes, LF. */
 function binary(name: string, value: Buffer): Buffer {

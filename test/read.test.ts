@@ -11,6 +11,7 @@ import t from 'tap';
 import { loadConfig } from '../src/config';
 import { SQL } from '../src/sql';
 import { createPartitions } from '../src/storage/partitions';
+import { cacheKeys } from '../src/cache/versions';
 import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/services';
 import { postJson, request, ROOT, startLogd, waitRows, type Reply } from './helpers/logd';
 
@@ -255,7 +256,7 @@ t.test('read path', async (t) => {
 
   await t.test('every cache key has a TTL', async (t) => {
     const keys = await client.keys('cache:*');
-    t.ok(keys.some((k) => k.startsWith('cache:logs:{d:')) && keys.includes('cache:{stats}') && keys.includes('cache:ver:{stats}'), keys.join(' '));
+    t.ok(keys.some((k) => k.startsWith('cache:logs:{c')) && keys.includes('cache:{stats}') && keys.includes('cache:ver:{stats}'), keys.join(' '));
     const forever: string[] = [];
     for (const k of keys) if ((await client.pttl(k)) <= 0) forever.push(k);
     t.same(forever, [], 'every key expires');
@@ -263,7 +264,7 @@ t.test('read path', async (t) => {
 
   await t.test('cache failures never fail a read', async (t) => {
     // Garbage where a cached answer should be: a miss, then rebuilt.
-    await client.set('cache:logs:{d:dev-a}:9', 'garbage', 'EX', 60);
+    await client.set(cacheKeys.deviceLogs('dev-a', 9), 'garbage', 'EX', 60);
     const g = await get('/api/logs/dev-a?limit=9');
     t.equal(g.status, 200);
     t.equal(g.body.source, 'database');

@@ -10,6 +10,8 @@ import { cleanupAll, startPostgres, startRedis, waitFor } from './helpers/servic
 import { startLogd } from './helpers/logd';
 import { GROUP, health, shardNames, startTrackedLoad, stopLogd, tally, tallyLine, testRedis, waitDrained } from './helpers/faults';
 import { assertRollupsExact } from './helpers/rollups';
+import { exportBody, upload } from './helpers/journal';
+import { shardOf } from '../src/queue/keys';
 
 t.teardown(cleanupAll);
 
@@ -61,4 +63,18 @@ t.test('4 shards, 2 persisters: kill -9 of each persister under load, every ackn
   const ledger = await pg.query<{ shard: number; n: string }>('SELECT shard, count(*) AS n FROM logd_ingested GROUP BY shard ORDER BY shard');
   t.ok(ledger.length >= 2, `the ledger holds entries of several shards (${ledger.map((l) => `${l.shard}:${l.n}`).join(' ')})`);
   await assertRollupsExact(t, pg, 'after the kills');
+
+  // Two journals whose marks live in different shards, in one upload, then resent overlapping.
+  const ids = ['0123456789abcdef0123456789abcde0', '0123456789abcdef0123456789abcde1', '0123456789abcdef0123456789abcde2'];
+  const [a, b] = ids.filter((id, i) => ids.findIndex((x) => shardOf(x, SHARDS) === shardOf(id, SHARDS)) === i);
+  t.not(shardOf(a, SHARDS), shardOf(b, SHARDS), 'the two journals are of different shards');
+  const first = await upload(logd.port, [Buffer.concat([exportBody(a, 1, 50, 'vm-a'), exportBody(b, 1, 50, 'vm-b')])]);
+  t.equal(first.text, 'OK: 100 entries stored, 0 already stored\n');
+  const again = await upload(logd.port, [Buffer.concat([exportBody(a, 41, 60, 'vm-a'), exportBody(b, 1, 70, 'vm-b')])]);
+  t.equal(again.text, 'OK: 30 entries stored, 60 already stored\n', 'the resent entries of both journals skipped, per shard');
+  const rows = await waitFor('130 journal rows', async () => {
+    const r = await pg.query<{ device_id: string; n: string }>("SELECT device_id, count(*) AS n, count(DISTINCT message) AS d FROM logs WHERE device_id IN ('vm-a', 'vm-b') GROUP BY device_id ORDER BY device_id");
+    return r.reduce((x, y) => x + Number(y.n), 0) >= 130 && r;
+  });
+  t.same(rows.map((r) => [r.device_id, Number(r.n)]), [['vm-a', 60], ['vm-b', 70]], 'each journal entry stored once');
 });

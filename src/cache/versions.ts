@@ -6,9 +6,9 @@
  * before the commit no longer matches and misses. A new log is visible in
  * the first read after its batch is committed.
  *
- *   persister:  COPY + rollups; COMMIT --bump.lua--> cache:ver:logs:{d:<device>} = token
- *                                                     cache:ver:{stats}            = token
- *   HTTP worker: MGET cache:ver:logs:{d:<device>} cache:logs:{d:<device>}:<limit>
+ *   persister:  COPY + rollups; COMMIT --bump.lua--> cache:ver:logs:{c<n>}:<device> = token
+ *                                                     cache:ver:{stats}              = token
+ *   HTTP worker: MGET cache:ver:logs:{c<n>}:<device> cache:logs:{c<n>}:<device>:<limit>
  *                -> "<tag>\n<answer>": served only while <tag> is the current version
  *
  * Tokens are never reused (a random per-process nonce and a counter): with
@@ -20,6 +20,7 @@ import { readFileSync } from 'node:fs';
 import { Cluster, type Result } from 'ioredis';
 import type { Config } from '../config';
 import type { RedisClient } from '../connections';
+import { shardOf } from '../queue/keys';
 import { rootPath } from '../paths';
 
 declare module 'ioredis' {
@@ -29,13 +30,23 @@ declare module 'ioredis' {
 }
 
 /**
+ * Devices' cache keys are spread over this many hash tags: after a batch,
+ * the versions of its devices are set with one script per tag on a Redis
+ * Cluster (a script may touch one slot), not one command per device.
+ */
+const DEVICE_TAGS = 64;
+
+/** The hash tag of a device's cache keys. */
+const deviceTag = (device: string): string => `{c${shardOf(device, DEVICE_TAGS)}}`;
+
+/**
  * A value and its version are read together (MGET), so on a Redis Cluster
- * they must share a slot: both carry the same hash tag, `{d:<device>}` or
- * `{stats}` (the "d:" keeps the tag non-empty whatever the device ID holds).
+ * they must share a slot: both carry the same hash tag, the device's
+ * (deviceTag) or `{stats}`.
  */
 export const cacheKeys = {
-  deviceLogs: (device: string, limit: number): string => `cache:logs:{d:${device}}:${limit}`,
-  deviceVersion: (device: string): string => `cache:ver:logs:{d:${device}}`,
+  deviceLogs: (device: string, limit: number): string => `cache:logs:${deviceTag(device)}:${device}:${limit}`,
+  deviceVersion: (device: string): string => `cache:ver:logs:${deviceTag(device)}:${device}`,
   stats: (since: string | undefined): string => (since === undefined ? 'cache:{stats}' : `cache:{stats}:since:${since}`),
   statsVersion: 'cache:ver:{stats}',
   /** held by the one process rebuilding `key` (single flight) */
@@ -67,18 +78,31 @@ export class Versions {
    * have it on.
    */
   async bump(devices: Iterable<string>): Promise<void> {
-    const keys = [cacheKeys.statsVersion];
-    for (const d of devices) keys.push(cacheKeys.deviceVersion(d));
     const { stats_ttl_s: statsTtl, device_ttl_s: deviceTtl } = this.cfg.cache;
+    const stats = versionTtl(statsTtl);
+    const device = versionTtl(deviceTtl);
     const token = `${this.nonce}.${++this.seq}`;
     if (!(this.redis instanceof Cluster)) {
-      await this.redis.logdBump(keys.length, ...keys, token, versionTtl(statsTtl), versionTtl(deviceTtl));
+      const keys = [cacheKeys.statsVersion];
+      for (const d of devices) keys.push(cacheKeys.deviceVersion(d));
+      await this.redis.logdBump(keys.length, ...keys, token, stats, device);
       return;
     }
-    // on a cluster the keys are on many slots, which no one script may touch
-    const got = await Promise.allSettled(keys.map((k, i) => this.redis.set(k, token, 'EX', versionTtl(i ? deviceTtl : statsTtl))));
+    // on a cluster: one script per slot, the statistics' and each device tag's
+    const byTag = new Map<string, string[]>();
+    for (const d of devices) {
+      const tag = deviceTag(d);
+      const list = byTag.get(tag);
+      if (list) list.push(cacheKeys.deviceVersion(d));
+      else byTag.set(tag, [cacheKeys.deviceVersion(d)]);
+    }
+    const cluster = this.redis;
+    const got = await Promise.allSettled([
+      cluster.logdBump(1, cacheKeys.statsVersion, token, stats, device),
+      ...[...byTag.values()].map((keys) => cluster.logdBump(keys.length, ...keys, token, device, device)),
+    ]);
     const failed = got.filter((g): g is PromiseRejectedResult => g.status === 'rejected');
-    if (failed.length === keys.length) throw failed[0].reason;
-    if (failed.length) throw new PartialBump(`${failed.length} of ${keys.length} cache versions not set: ${(failed[0].reason as Error).message}`);
+    if (failed.length === got.length) throw failed[0].reason;
+    if (failed.length) throw new PartialBump(`${failed.length} of ${got.length} slots' cache versions not set: ${(failed[0].reason as Error).message}`);
   }
 }

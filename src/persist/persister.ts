@@ -213,7 +213,9 @@ export class Persister {
           const own = recovering === 'own';
           // the pending list must not still hold batches already committed
           await this.acked();
-          const { entries, full } = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
+          // READ_COUNT in all, shared by the shards, so a recovered batch is no bigger than a read one
+          const perShard = Math.ceil(READ_COUNT / this.queue.shards.length);
+          const { entries, full } = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, perShard, own ? 0 : claimIdle, own));
           if (!full) {
             recovering = undefined;
             lastClaim = Date.now();

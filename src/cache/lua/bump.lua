@@ -5,10 +5,11 @@
   Version keys expire like every cache key, later than the values they guard
   (an absent version is the tag "", see src/cache/cache.ts).
 
-  KEYS[1] statistics version
+  KEYS[1] statistics version (on a Redis Cluster, where the keys of one call
+          share a slot, the first device version of the call)
   KEYS[2..] device versions
   ARGV[1] token
-  ARGV[2] TTL of the statistics version, in s
+  ARGV[2] TTL of KEYS[1], in s
   ARGV[3] TTL of the device versions, in s
 
   Returns the number of keys set.
