@@ -314,12 +314,15 @@ t.test('three logd nodes on a Redis Cluster behind nginx', async (t) => {
       const t0 = Date.now();
       nodes[i] = await node(i, old.port);
       const t1 = Date.now();
+      t.comment(`node ${i}: the old process stops at ${Math.round(performance.now())} ms`);
       t.equal(await old.stop('SIGTERM'), 0, `node ${i}'s old process stopped with exit 0`);
       t.comment(`node ${i}: new process healthy in ${t1 - t0} ms, the old one stopped in ${Date.now() - t1} ms`);
       await more(load, 50);
     }
     const attempts = await load.stop();
+    const failed = attempts.filter((a) => a.status !== 200);
     t.same(statuses(attempts), { 200: attempts.length }, `every one of ${attempts.length} requests answered 200`);
+    if (failed.length) t.comment(failed.slice(0, 10).map((a) => `${a.ua}: ${a.status ?? a.error} ${JSON.stringify(a.body)} at ${Math.round(a.start)} ms`).join('\n'));
     await checkPersisted(t, pg, 'rolling', attempts);
     await drained(t, r);
   });
