@@ -212,7 +212,7 @@ t.test('statistics', async (t) => {
     await ghost.connect();
     const [ms, seq] = id.split('-');
     await ghost.query('BEGIN');
-    await ghost.query(SQL.claimEntries, [[ms], [seq]]);
+    await ghost.query(SQL.claimEntries, [[0], [ms], [seq]]);
     await pipeline(Readable.from([rows]), ghost.query(copyFrom('COPY logs (device_id, log_level, message, log_data, created_at) FROM STDIN')));
     await ghost.query(SQL.addCounts, countParams(parseSummary(s, 3)!));
     await ghost.query('COMMIT');
