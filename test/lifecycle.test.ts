@@ -76,7 +76,10 @@ t.test('lifecycle', async (t) => {
     const [victim, survivor] = logd.children('http');
     // The primary is paused so that it cannot fork the replacement yet: the port is served by the
     // survivor alone for as long as the checks below take, on every run.
-    t.equal(listeningSockets(logd.port), 2, 'each worker listens on the port (SO_REUSEPORT)');
+    // a worker counts as started once forked; it listens a moment later
+    const listening = await waitFor('both workers listening', () => listeningSockets(logd.port) === 2 && 2, 10_000)
+      .catch(() => listeningSockets(logd.port));
+    t.equal(listening, 2, 'each worker listens on the port (SO_REUSEPORT)');
     process.kill(primary, 'SIGSTOP');
     paused = true;
     process.kill(victim, 'SIGKILL');
