@@ -21,7 +21,7 @@ const BUILD_WATCH_MS = 1000;
  * entries it had taken (its pending list); the first keeps the instance's
  * name, the others add "/<index>".
  */
-export function consumerName(cfg: Config, index = Number(process.env[PERSISTER_INDEX_ENV] ?? 0)): string {
+export function consumerName(cfg: Config, index: number): string {
   const instance = process.env.WORKER_NAME || process.env.INSTANCE_NAME || `${os.hostname()}:${cfg.server.port}`;
   return index ? `${instance}/${index}` : instance;
 }
@@ -37,9 +37,10 @@ export function persisterMain(cfg: Config, log: Logger): RoleMain {
   const reader = redisClient(cfg, 'logd:persister-reader', { blocking: true });
   const redis = redisClient(cfg, 'logd:persister');
   for (const r of [reader, redis]) r.on('error', (err) => log.warn({ err: err.message }, 'redis connection error'));
-  const consumer = consumerName(cfg);
+  const index = Number(process.env[PERSISTER_INDEX_ENV] ?? 0);
+  const consumer = consumerName(cfg, index);
   // storage maintenance and search index builds are the first persister's work
-  const maintainer = consumerName(cfg) === consumerName(cfg, 0);
+  const maintainer = index === 0;
   const queue = new Queue(redis, cfg);
   const persister = new Persister(cfg, queue, reader, consumer, log);
   let done: Promise<void> = Promise.resolve();

@@ -27,7 +27,7 @@ import type { Logger } from '../log';
 import { batchDuration, batchSize, deadLettered, rowsPersisted } from '../metrics';
 import { SQL } from '../sql';
 import { COPY_COLUMNS, isFrame, parseSummary, summarizeRows, type BadEntry, type Frame, type Tally } from '../queue/frame';
-import type { Queue } from '../queue/stream';
+import { byShard, type Queue } from '../queue/stream';
 import { HOUR_MS } from '../storage/layout';
 import { Partitions } from '../storage/partitions';
 import { countParams, type CountParams } from './summary';
@@ -213,9 +213,7 @@ export class Persister {
           const own = recovering === 'own';
           // the pending list must not still hold batches already committed
           await this.acked();
-          // READ_COUNT in all, shared by the shards, so a recovered batch is no bigger than a read one
-          const perShard = Math.ceil(READ_COUNT / this.queue.shards.length);
-          const { entries, full } = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, perShard, own ? 0 : claimIdle, own));
+          const { entries, full } = await this.retry('recover pending entries', () => this.queue.recover(this.consumer, READ_COUNT, own ? 0 : claimIdle, own));
           if (!full) {
             recovering = undefined;
             lastClaim = Date.now();
@@ -385,13 +383,7 @@ export class Persister {
    * into an ack.
    */
   private acknowledge(frames: Frame[]): void {
-    const shards = new Map<number, Frame[]>();
-    for (const f of frames) {
-      const list = shards.get(f.shard);
-      if (list) list.push(f);
-      else shards.set(f.shard, [f]);
-    }
-    for (const [shard, list] of shards) {
+    for (const [shard, list] of byShard(frames)) {
       this.acking.set(shard, (this.acking.get(shard) ?? Promise.resolve()).then(async () => {
         await this.invalidate(list);
         await this.retry(`acknowledge batch (shard ${shard})`, () => this.queue.ack(list));

@@ -75,7 +75,7 @@ export class Stale extends Error {
 type Entry = Frame | BadEntry;
 
 /** Entries of several shards, grouped by shard. */
-function byShard<T extends { shard: number }>(entries: T[]): Map<number, T[]> {
+export function byShard<T extends { shard: number }>(entries: T[]): Map<number, T[]> {
   const m = new Map<number, T[]>();
   for (const e of entries) {
     const list = m.get(e.shard);
@@ -297,16 +297,18 @@ export class Queue {
   }
 
   /**
-   * Takes over pending entries idle for at least `minIdleMs`, up to `count`
-   * per shard: this consumer's own (`ownOnly`: left by a crash of this
-   * instance's persister) or anyone's (a dead consumer's). XCLAIM counts the
-   * delivery and resets the idle time, so two persisters do not take the
-   * same entry at once. `full`: some shard may hold more.
+   * Takes over pending entries idle for at least `minIdleMs`, about `count`
+   * in all, shared by the shards as in read(): this consumer's own
+   * (`ownOnly`: left by a crash of this instance's persister) or anyone's (a
+   * dead consumer's). XCLAIM counts the delivery and resets the idle time,
+   * so two persisters do not take the same entry at once. `full`: some shard
+   * may hold more.
    */
   async recover(consumer: string, count: number, minIdleMs: number, ownOnly: boolean): Promise<{ entries: Entry[]; full: boolean }> {
-    const got = await Promise.allSettled(this.shards.map((s) => s.recover(consumer, count, minIdleMs, ownOnly)));
+    const per = Math.max(1, Math.ceil(count / this.shards.length));
+    const got = await Promise.allSettled(this.shards.map((s) => s.recover(consumer, per, minIdleMs, ownOnly)));
     const entries = this.settled(got);
-    return { entries, full: got.some((g) => g.status === 'fulfilled' && g.value.length >= count) };
+    return { entries, full: got.some((g) => g.status === 'fulfilled' && g.value.length >= per) };
   }
 
   /** Acknowledges persisted entries (one round trip per shard), lowers the backlogs, trims what is older than the resume window. */
