@@ -23,7 +23,7 @@ import { LOGD_BIN, startLogd, type Logd } from './helpers/logd';
 import { startRedisCluster, type RedisCluster } from './helpers/cluster';
 import { startNginx, type Nginx } from './helpers/nginx';
 import { addr, checkPersisted, departure, gone, startLoad, type Attempt, type Load } from './helpers/frontdoor';
-import { GROUP, health, shardNames } from './helpers/faults';
+import { GROUP, health, shardNames, streamState } from './helpers/faults';
 
 t.teardown(cleanupAll);
 // one cluster and three nodes through eleven scenarios, each under load
@@ -90,17 +90,11 @@ async function pendingOf(r: Cluster, consumer: string): Promise<number> {
 
 /** Backlog counters over every shard back to 0, nothing pending. */
 async function drained(t: Test, r: Cluster): Promise<void> {
-  const state = async (): Promise<{ backlog: number; pending: number }> => {
-    const [backlogs, pending] = await Promise.all([
-      Promise.all(shards.map((s) => r.get(s.backlog))),
-      Promise.all(shards.map((s) => r.xpending(s.stream, GROUP) as Promise<[number]>)),
-    ]);
-    return { backlog: backlogs.reduce((a, b) => a + Number(b ?? 0), 0), pending: pending.reduce((a, p) => a + Number(p[0]), 0) };
-  };
   let last = { backlog: -1, pending: -1 };
   await waitFor('every shard drained', async () => {
-    last = await state();
-    return last.backlog === 0 && last.pending === 0;
+    const { backlog, pending } = await streamState(r, shards);
+    last = { backlog, pending };
+    return backlog === 0 && pending === 0;
   }, 30_000, 100).catch(() => undefined);
   t.same(last, { backlog: 0, pending: 0 }, 'every shard drained: backlogs 0, nothing pending');
 }
